@@ -1,0 +1,239 @@
+"""`tunelab <verb>`: a thin shell over tunelab.api.
+
+User mistakes (TunelabError) end as one line on stderr and exit code 2; every option of every
+verb is documented in its --help, generated from the config dataclasses' docstrings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from tunelab.config import SECTIONS, field_docs
+from tunelab.errors import TunelabError
+
+# short flags for the options people type most; each maps to its full --section.key
+ALIASES = {
+    "--model": "model.name",
+    "--data": "data.source",
+    "--epochs": "train.epochs",
+    "--lr": "train.lr",
+    "--output": "run.output_dir",
+    "--name": "run.name",
+    "--seed": "train.seed",
+}
+FLAGS = {"--resume": "run.resume", "--merge": "run.merge"}
+
+
+def _fmt_default(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def _add_section(parser: argparse.ArgumentParser, prefix: str, cls: type, title: str) -> None:
+    group = parser.add_argument_group(title)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kwargs = {"nargs": "+"} if isinstance(default, list) else {}
+        group.add_argument(
+            f"--{prefix}.{f.name}",
+            dest=f"{prefix}.{f.name}",
+            metavar=f.name.upper(),
+            default=argparse.SUPPRESS,
+            help=f"{docs.get(f.name, '')} (default: {_fmt_default(default)})",
+            **kwargs,
+        )
+
+
+def _finetune_parser(sub) -> None:
+    from tunelab.strategies import STRATEGIES
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a classifier (config YAML + --section.key value overrides)",
+        description="Fine-tune, validate, test and save a run folder. Precedence: defaults < "
+        "CONFIG < flags. With no arguments: MiniLM on the embedded BBC News, strategy full.",
+        allow_abbrev=False,
+    )
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/)")
+    p.add_argument(
+        "--strategy",
+        dest="strategy",
+        default=argparse.SUPPRESS,
+        help=f"fine-tuning strategy: {', '.join(STRATEGIES)} (default: full)",
+    )
+    short = p.add_argument_group("short forms")
+    for flag, key in ALIASES.items():
+        short.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=f"same as --{key}")
+    for flag, key in FLAGS.items():
+        short.add_argument(
+            flag,
+            dest=key,
+            action="store_const",
+            const="true",
+            default=argparse.SUPPRESS,
+            help=f"same as --{key} true",
+        )
+    for name, cls in SECTIONS.items():
+        _add_section(p, name, cls, f"{name} options")
+    for name, strat in STRATEGIES.items():
+        if dataclasses.fields(strat.config_cls):
+            _add_section(p, name, strat.config_cls, f"{name} strategy: {strat.summary}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunelab",
+        description="Fine-tune, evaluate and use transformer models; every strategy one flag.",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _finetune_parser(sub)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run folder on labelled data",
+        description="Accuracy, P/R/F1 and the confusion matrix of RUN on DATA.",
+    )
+    p.add_argument("run", help="a run folder written by tunelab finetune")
+    p.add_argument("--data", required=True, help="labelled data (any source finetune accepts)")
+    p.add_argument("--text-column", default="text", help="text column (default: text)")
+    p.add_argument("--label-column", default="label", help="label column (default: label)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    p.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+
+    p = sub.add_parser(
+        "predict",
+        help="classify texts with a run folder",
+        description="Classify TEXT arguments or a file; JSONL to stdout, or JSONL/CSV to --output.",
+    )
+    p.add_argument("run", help="a run folder written by tunelab finetune")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    p.add_argument("--file", help="input: .txt (a text per line), .csv, .tsv, .jsonl or .json")
+    p.add_argument("--text-column", default="text", help="text column of --file (default: text)")
+    p.add_argument("--output", help="write predictions here (.jsonl or .csv) instead of stdout")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+
+    p = sub.add_parser(
+        "models",
+        help="list embedded models; `models convert` a GGUF",
+        description="Without arguments: list the embedded default models.",
+    )
+    msub = p.add_subparsers(dest="models_verb", metavar="ACTION")
+    c = msub.add_parser(
+        "convert",
+        help="turn a GGUF file or embedded GGUF model into an HF folder",
+        description="Dequantize a GGUF model into a cached fp32 HF folder.",
+    )
+    c.add_argument("source", help="a .gguf file or an embedded name such as smollm2-135m")
+    c.add_argument("--out", help="target folder (default: the tunelab cache)")
+
+    p = sub.add_parser("data", help="look at a data set before training", description="Data tools.")
+    dsub = p.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+    i = dsub.add_parser(
+        "inspect",
+        help="columns, label counts and length percentiles",
+        description="Columns, label counts and length percentiles of SOURCE.",
+    )
+    i.add_argument("source", help="a file, class folder, saved dataset, hub:NAME or bbc-news")
+    i.add_argument("--text-column", default="text", help="text column (default: text)")
+    i.add_argument("--label-column", default="label", help="label column (default: label)")
+    i.add_argument("--model", help="also count tokens with this model's tokenizer")
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _cmd_finetune(args: dict) -> None:
+    from tunelab import api
+    from tunelab.evaluation.metrics import format_metrics_table
+
+    config = args.pop("config", None)
+    cfg = api.build_config(config, args)
+    result = api.finetune(cfg)
+    test = result.metrics.get("test")
+    if test:
+        print("\ntest metrics\n" + format_metrics_table(test))
+    for p in result.predictions:
+        print(f"  {p['label']:<14} {p['score']:.3f}  {p['text'][:70]}")
+    print(f"\nrun saved to {result.run_dir}")
+
+
+def _cmd_predict(a) -> None:
+    from tunelab import api
+    from tunelab.data.readers import read_texts
+
+    texts = list(a.texts) + (read_texts(a.file, a.text_column) if a.file else [])
+    preds = api.predict(a.run, texts, a.batch_size, quiet=True)
+    if a.output and a.output.endswith(".csv"):
+        buf = io.StringIO()
+        labels = list(preds[0]["probs"])
+        w = csv.writer(buf)
+        w.writerow(["text", "label", "score", *labels])
+        for p in preds:
+            w.writerow([p["text"], p["label"], p["score"], *(p["probs"][x] for x in labels)])
+        _write_atomic(Path(a.output), buf.getvalue())
+    else:
+        lines = "".join(json.dumps(p) + "\n" for p in preds)
+        if a.output:
+            _write_atomic(Path(a.output), lines)
+        else:
+            sys.stdout.write(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        _quiet_libraries()
+        if a.verb == "finetune":
+            _cmd_finetune({k: v for k, v in vars(a).items() if k != "verb"})
+        elif a.verb == "eval":
+            from tunelab import api
+            from tunelab.evaluation.metrics import format_metrics_table
+
+            m = api.evaluate_run(a.run, a.data, a.text_column, a.label_column, a.batch_size)
+            print(format_metrics_table(m))
+            if a.json_out:
+                _write_atomic(Path(a.json_out), json.dumps(m, indent=2) + "\n")
+        elif a.verb == "predict":
+            _cmd_predict(a)
+        elif a.verb == "models":
+            from tunelab import api
+
+            if a.models_verb == "convert":
+                print(api.convert_model(a.source, a.out))
+            else:
+                print(api.list_models())
+        elif a.verb == "data":
+            from tunelab import api
+
+            print(api.inspect_data(a.source, a.text_column, a.label_column, a.model))
+    except TunelabError as exc:
+        print(f"tunelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunelab: interrupted (a finetune continues with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

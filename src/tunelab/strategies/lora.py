@@ -1,0 +1,56 @@
+"""lora: low-rank update matrices beside the attention weights (peft); the base stays frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from tunelab.errors import TunelabError
+from tunelab.models import head_module_names
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    """Rank of the update matrices."""
+    alpha: int = 16
+    """Scaling numerator: updates are scaled by alpha / r."""
+    dropout: float = 0.1
+    """Dropout on the LoRA input."""
+    target_modules: str | None = None
+    """Comma-separated module names to adapt, or `all-linear` (default: peft's choice for the
+    architecture, e.g. query,value for BERT, q_proj,v_proj for Llama, q,v for T5)."""
+
+
+def apply(model: nn.Module, options: LoraConfig | dict, family: str) -> nn.Module:
+    """Wrap `model` in a peft LoRA model for sequence classification.
+
+    The classification head is trained in full (peft `modules_to_save`) because it is new.
+    """
+    import peft
+
+    if isinstance(options, dict):
+        options = LoraConfig(**options)
+    targets = options.target_modules
+    if targets and targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    if targets is None:
+        mapping = peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+        if model.config.model_type not in mapping:
+            targets = "all-linear"
+    cfg = peft.LoraConfig(
+        task_type=peft.TaskType.SEQ_CLS,
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=targets,
+        modules_to_save=head_module_names(model),
+    )
+    try:
+        return peft.get_peft_model(model, cfg)
+    except ValueError as exc:
+        raise TunelabError(
+            f"lora cannot adapt this model ({exc}); set --lora.target_modules to module names "
+            "it has, e.g. all-linear"
+        ) from None

@@ -1,0 +1,135 @@
+"""Sequence classification: examples -> token ids, batches -> loss, predictions and metrics.
+
+Tokenization truncates to max_length and leaves padding to the collator, so each batch is
+padded only to its own longest example. Evaluation and prediction sort by length first, which
+cuts the padding further; results are returned in the input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from tunelab.errors import TunelabError
+from tunelab.evaluation.metrics import ClassificationMetrics
+
+
+class EncodedDataset(Dataset):
+    """Tokenized examples: each item is {'input_ids', 'attention_mask', 'labels'?}."""
+
+    def __init__(
+        self,
+        texts: list[str],
+        tokenizer,
+        max_length: int,
+        label_ids: list[int] | None = None,
+    ) -> None:
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        self.items = []
+        for i, ids in enumerate(enc["input_ids"]):
+            item = {"input_ids": ids, "attention_mask": enc["attention_mask"][i]}
+            if label_ids is not None:
+                item["labels"] = label_ids[i]
+            self.items.append(item)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def encode_examples(
+    examples: list[dict[str, str]], tokenizer, label_names: list[str], max_length: int
+) -> EncodedDataset:
+    """Tokenize labelled examples; a label outside `label_names` is a one-line error."""
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown = sorted({e["label"] for e in examples} - index.keys())
+    if unknown:
+        raise TunelabError(
+            f"labels {unknown[:5]} are not among the model's labels {label_names}: "
+            "evaluate on data with the same label set"
+        )
+    texts = [e["text"] for e in examples]
+    return EncodedDataset(texts, tokenizer, max_length, [index[e["label"]] for e in examples])
+
+
+def make_collate(tokenizer):
+    """Dynamic padding to the longest example of each batch (transformers' collator)."""
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+
+def _autocast(model: nn.Module):
+    device = next(model.parameters()).device
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _batches_by_length(
+    data: EncodedDataset, collate, batch_size: int, desc: str, progress: bool
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    order = sorted(range(len(data)), key=lambda i: len(data[i]["input_ids"]))
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+        idx = order[s : s + batch_size]
+        yield idx, collate([data[i] for i in idx])
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    data: EncodedDataset,
+    collate,
+    label_names: list[str],
+    batch_size: int = 64,
+    progress: bool = True,
+    desc: str = "evaluating",
+) -> dict:
+    """Mean loss and streaming classification metrics over `data` (never holds all logits)."""
+    if len(data) == 0:
+        raise TunelabError("nothing to evaluate: the evaluation split is empty")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    metrics = ClassificationMetrics(label_names)
+    loss_sum, n = 0.0, 0
+    with _autocast(model):
+        for _, batch in _batches_by_length(data, collate, batch_size, desc, progress):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**batch)
+            loss_sum += out.loss.float().item() * len(batch["labels"])  # mean -> sum
+            n += len(batch["labels"])
+            metrics.update(out.logits.argmax(-1), batch["labels"])
+    model.train(was_training)
+    return {"loss": loss_sum / n, **metrics.compute()}
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: nn.Module,
+    tokenizer,
+    texts: list[str],
+    max_length: int,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Class probabilities (n, num_labels) for `texts`, in input order."""
+    model.eval()
+    device = next(model.parameters()).device
+    data = EncodedDataset(texts, tokenizer, max_length)
+    collate = make_collate(tokenizer)
+    out = torch.empty(len(texts), model.config.num_labels)
+    with _autocast(model):
+        for idx, batch in _batches_by_length(data, collate, batch_size, "predicting", progress):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            out[idx] = logits.float().softmax(-1).cpu()  # (batch, num_labels)
+    return out

@@ -1,0 +1,267 @@
+"""The one training loop every strategy and task goes through.
+
+accelerate places the model and runs mixed precision (bf16 autocast where the hardware has
+it); the loop adds what a fine-tuning run needs around it: gradient accumulation and clipping,
+a schedule, evaluation every N steps or each epoch, early stopping, keep-best, checkpoints
+that `--resume` continues from (mid-epoch, skipping the batches already seen), a progress bar
+and a JSONL metrics log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from tunelab.config import TrainConfig
+from tunelab.errors import TunelabError
+from tunelab.evaluation.metrics import metric_value
+from tunelab.training.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from tunelab.training.optim import build_optimizer, build_scheduler
+
+EvalFn = Callable[[nn.Module], dict[str, Any]]
+EpochHook = Callable[[nn.Module, int], None]
+
+
+@dataclass
+class LoopResult:
+    """What a finished training run reports."""
+
+    steps: int
+    epochs: float
+    train_seconds: float
+    samples_per_second: float
+    best_step: int | None = None
+    best_metric: float | None = None
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_precision(name: str) -> str:
+    """accelerate's mixed-precision name ('bf16' or 'no') for fp32 / bf16 / auto."""
+    if name not in ("auto", "fp32", "bf16"):
+        raise TunelabError(f"unknown precision {name!r}: choose auto, fp32 or bf16")
+    if name == "fp32":
+        return "no"
+    if torch.cuda.is_available():
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if name == "bf16" and not supported:
+        raise TunelabError("this machine has no native bf16: use --train.precision fp32 or auto")
+    return "bf16" if supported else "no"
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric or "perplexity" in metric
+
+
+class JsonlLog:
+    """Append-only metrics log, one JSON object per line, flushed as it goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def train(
+    model: nn.Module,
+    train_data: Dataset,
+    collate: Callable[[list], dict[str, torch.Tensor]],
+    cfg: TrainConfig,
+    workdir: Path,
+    evaluate: EvalFn | None = None,
+    on_epoch_start: EpochHook | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> LoopResult:
+    """Train `model` in place on `train_data`; returns counters and the eval history.
+
+    Args:
+        model: A model whose forward takes the collated batch (with `labels`) and returns an
+            output with `.loss`. Parameters with requires_grad=False stay untouched.
+        train_data: Map-style dataset of examples that `collate` turns into a batch.
+        collate: Examples -> dict of tensors.
+        cfg: Training options.
+        workdir: Folder for `checkpoint/`, `best.safetensors` and `log.jsonl`.
+        evaluate: Validation callback returning metrics (including cfg.metric), or None.
+        on_epoch_start: Strategy hook called with (model, epoch) before each epoch.
+        resume: Continue from `workdir/checkpoint` when it exists.
+        show_progress: Draw a tqdm progress bar.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    n = len(train_data)
+    if n == 0:
+        raise TunelabError("the training split is empty: give more data or a smaller test_size")
+    batches_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_ratio * total)
+
+    accel = Accelerator(
+        mixed_precision=resolve_precision(cfg.precision),
+        cpu=not torch.cuda.is_available(),
+    )
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, cfg.schedule, total, warmup, cfg.step_size, cfg.gamma)
+    model, optimizer = accel.prepare(model, optimizer)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = JsonlLog(workdir / "log.jsonl")
+    ckpt, best_path = workdir / "checkpoint", workdir / "best.safetensors"
+    st: dict[str, Any] = {
+        "step": 0,
+        "epoch": 0,
+        "batch": 0,
+        "best": None,
+        "best_step": None,
+        "bad_evals": 0,
+        "history": [],
+        "seen": 0,
+        "seconds": 0.0,
+    }
+    if resume and (ckpt / "state.json").is_file():
+        st = load_checkpoint(ckpt, accel.unwrap_model(model), optimizer, scheduler)
+        log.write({"event": "resumed", "step": st["step"]})
+
+    higher = not lower_is_better(cfg.metric)
+    bar = tqdm(
+        total=total,
+        initial=st["step"],
+        desc="training",
+        unit="step",
+        disable=not show_progress,
+        dynamic_ncols=True,
+    )
+    stop = st["step"] >= total
+    t0, seen0 = time.perf_counter() - st["seconds"], st["seen"]
+    t_run = time.perf_counter()
+    running, micro, group = 0.0, 0, 1
+
+    def checkpoint() -> None:
+        st["seconds"] = time.perf_counter() - t0
+        save_checkpoint(ckpt, accel.unwrap_model(model), optimizer, scheduler, st)
+
+    def run_eval() -> bool:
+        """Evaluate, track the best, return True when early stopping says stop."""
+        if evaluate is None:
+            return False
+        model.eval()
+        metrics = evaluate(model)
+        model.train()
+        value = metric_value(metrics, cfg.metric)
+        improved = st["best"] is None or (value > st["best"] if higher else value < st["best"])
+        if improved:
+            st.update(best=value, best_step=st["step"], bad_evals=0)
+            if cfg.keep_best:
+                save_weights(accel.unwrap_model(model), best_path)
+        else:
+            st["bad_evals"] += 1
+        record = {
+            "step": st["step"],
+            "epoch": round(st["step"] / steps_per_epoch, 3),
+            "eval": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        }
+        st["history"].append(record)
+        log.write(record)
+        if show_progress:
+            bar.write(
+                f"step {st['step']}: {cfg.metric} {value:.4f}" + (" (best)" if improved else "")
+            )
+        return cfg.patience is not None and st["bad_evals"] >= cfg.patience
+
+    model.train()
+    while not stop:
+        epoch = st["epoch"]
+        if on_epoch_start is not None and st["batch"] == 0:
+            on_epoch_start(accel.unwrap_model(model), epoch)
+        order = _epoch_order(n, cfg.seed, epoch)
+        starts = range(st["batch"] * cfg.batch_size, n, cfg.batch_size)
+        for start in starts:
+            batch = collate([train_data[i] for i in order[start : start + cfg.batch_size]])
+            batch = {k: v.to(accel.device) for k, v in batch.items()}
+            if micro == 0:
+                # the last group of an epoch may be shorter than grad_accum
+                group = min(cfg.grad_accum, batches_per_epoch - st["batch"])
+            loss = model(**batch).loss
+            accel.backward(loss / group)
+            running += loss.item()
+            micro += 1
+            st["batch"] += 1
+            st["seen"] += len(batch["labels"])
+            last_batch = st["batch"] == batches_per_epoch
+            if micro < group:
+                continue
+            if cfg.max_grad_norm:
+                accel.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            st["step"] += 1
+            lr = scheduler.get_last_lr()[0]
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / micro:.4f}", lr=f"{lr:.2e}")
+            if st["step"] % 10 == 0 or st["step"] == total:
+                elapsed = time.perf_counter() - t_run
+                log.write(
+                    {
+                        "step": st["step"],
+                        "loss": running / micro,
+                        "lr": lr,
+                        "samples_per_s": (st["seen"] - seen0) / max(elapsed, 1e-9),
+                    }
+                )
+            running, micro = 0.0, 0
+            if last_batch:
+                st["epoch"], st["batch"] = epoch + 1, 0
+            done = st["step"] >= total
+            due = (cfg.eval_every and st["step"] % cfg.eval_every == 0) or (
+                not cfg.eval_every and last_batch
+            )
+            if due or done:
+                if run_eval():
+                    st["stopped_early"] = True
+                    done = True
+                checkpoint()
+            if done:
+                stop = True
+                break
+        else:
+            st["epoch"], st["batch"] = epoch + 1, 0
+    bar.close()
+    seconds = time.perf_counter() - t0
+    unwrapped = accel.unwrap_model(model)
+    if cfg.keep_best and evaluate is not None and best_path.is_file():
+        load_weights(unwrapped, best_path)
+    return LoopResult(
+        steps=st["step"],
+        epochs=st["step"] / steps_per_epoch,
+        train_seconds=seconds,
+        samples_per_second=st["seen"] / max(seconds, 1e-9),
+        best_step=st["best_step"],
+        best_metric=st["best"],
+        stopped_early=bool(st.get("stopped_early")),
+        history=st["history"],
+    )

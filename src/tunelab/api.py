@@ -7,6 +7,7 @@ print(result.metrics["test"]["accuracy"], result.run_dir)
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,9 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         quiet,
     )
 
-    loaded = load_classifier(cfg.model.name, labels, cfg.model.gguf_file)
+    loaded = load_classifier(
+        cfg.model.name, labels, cfg.model.gguf_file, cfg.model.attention_dropout
+    )
     model = strategy.apply(loaded.model, cfg.strategy_options, loaded.family)
     trainable, total = _count_params(model)
     if trainable == 0:
@@ -157,17 +160,23 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         )
 
     hook = strategy.on_epoch_start
-    result = train(
-        model,
-        data["train"],
-        collate,
-        cfg.train,
-        work,
-        evaluate=validate if "validation" in data else None,
-        on_epoch_start=(lambda m, e: hook(m, cfg.strategy_options, e)) if hook else None,
-        resume=cfg.run.resume,
-        show_progress=not quiet,
-    )
+    try:
+        result = train(
+            model,
+            data["train"],
+            collate,
+            cfg.train,
+            work,
+            evaluate=validate if "validation" in data else None,
+            on_epoch_start=(lambda m, e: hook(m, cfg.strategy_options, e)) if hook else None,
+            resume=cfg.run.resume,
+            show_progress=not quiet,
+        )
+    except TunelabError:
+        # nothing worth resuming yet: leave no trace of the run
+        if not (work / "checkpoint").exists():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     metrics: dict[str, Any] = {
         "train": {
             "steps": result.steps,

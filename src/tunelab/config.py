@@ -60,6 +60,10 @@ class ModelConfig:
     or an embedded default: `minilm` (BERT encoder) or `smollm2-135m` (Llama decoder)."""
     gguf_file: str | None = None
     """File name of the GGUF weights inside `name` when `name` is a folder of GGUF files."""
+    attention_dropout: float | None = 0.0
+    """Dropout on attention probabilities while training (none keeps the checkpoint's value).
+    Any non-zero value sends PyTorch's attention down its slow path: on CPU a BERT step takes
+    about twice as long, so tunelab turns it off by default."""
 
 
 @dataclass
@@ -138,6 +142,7 @@ class Config:
         return out
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -297,4 +302,30 @@ def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] 
     strat_opts = _update_dataclass(strat_cls(), nested.get(strategy, {}), strategy)
     cfg.strategy = strategy
     cfg.strategy_options = dataclasses.asdict(strat_opts)
+    validate(cfg)
     return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Check choices and ranges before anything is loaded or written."""
+    from tunelab.training.optim import SCHEDULES
+
+    t, d = cfg.train, cfg.data
+    if t.schedule not in SCHEDULES:
+        raise TunelabError(f"unknown schedule {t.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if t.precision not in PRECISIONS:
+        raise TunelabError(
+            f"unknown precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
+    checks = [
+        (t.batch_size >= 1, "train.batch_size must be at least 1"),
+        (t.grad_accum >= 1, "train.grad_accum must be at least 1"),
+        (t.lr > 0, "train.lr must be positive"),
+        (t.epochs > 0 or (t.max_steps or 0) > 0, "train.epochs or train.max_steps must be > 0"),
+        (0 <= t.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
+        (d.max_length >= 2, "data.max_length must be at least 2"),
+        (d.limit is None or d.limit >= 2, "data.limit must be at least 2"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise TunelabError(f"{msg}: fix the config or flag")

@@ -143,8 +143,20 @@ def load_tokenizer(source: str):
     return tok
 
 
-def load_classifier(name: str, label_names: list[str], gguf_file: str | None = None) -> Loaded:
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def load_classifier(
+    name: str,
+    label_names: list[str],
+    gguf_file: str | None = None,
+    attention_dropout: float | None = None,
+) -> Loaded:
     """A sequence-classification model for any family, with a fresh head for `label_names`.
+
+    `attention_dropout`, when given, replaces the config's attention-probability dropout
+    (whatever the architecture calls it); T5-style models share one dropout rate and are left
+    as they are.
 
     Raises:
         TunelabError: unknown name, offline hub id, or an architecture with no classifier.
@@ -165,6 +177,10 @@ def load_classifier(name: str, label_names: list[str], gguf_file: str | None = N
     config.id2label = id2label
     config.label2id = {v: k for k, v in id2label.items()}
     config.pad_token_id = tok.pad_token_id
+    if attention_dropout is not None:
+        for key in ATTENTION_DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, attention_dropout)
     if getattr(config, "problem_type", None) is None:
         config.problem_type = "single_label_classification"
     try:

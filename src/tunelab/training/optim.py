@@ -71,7 +71,7 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> torch.optim.AdamW:
-    """AdamW over `param_groups(model, weight_decay)`, with torch's fused/foreach defaults.
+    """Fused AdamW over `param_groups(model, weight_decay)`.
 
     Raises:
         TunelabError: `lr` is not positive, `weight_decay` is negative, or nothing trains.
@@ -82,7 +82,10 @@ def build_optimizer(
         raise TunelabError(
             f"weight decay must be >= 0, got {weight_decay}: set train.weight_decay, e.g. 0.01"
         )
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+    # fused: one kernel over all parameters (CPU and CUDA), as Trainer uses by default
+    return torch.optim.AdamW(
+        param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=True
+    )
 
 
 def build_scheduler(

@@ -1,0 +1,110 @@
+"""Whole verbs on a tiny model: finetune -> run folder -> predict / eval, and --resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from transformers import AutoModelForSequenceClassification
+
+from tests.conftest import toy_examples, write_csv
+from tunelab.cli import main
+
+
+@pytest.fixture
+def toy_split(tmp_path):
+    rows = toy_examples(120)
+    train = write_csv(tmp_path / "train.csv", rows[:90])
+    test = write_csv(tmp_path / "test.csv", rows[90:])
+    return train, test
+
+
+def _finetune(tiny_models, train, out, *extra):
+    return main([
+        "finetune", "--model", str(tiny_models["encoder"]), "--data.train_file", str(train),
+        "--data.val_size", "0.2", "--epochs", "4", "--lr", "3e-3",
+        "--train.batch_size", "8", "--output", str(out), "--name", "toy", *extra,
+    ])
+
+
+def test_finetune_predict_eval(tiny_models, toy_split, tmp_path, capsys):
+    train, test = toy_split
+    out = tmp_path / "runs"
+    assert _finetune(tiny_models, train, out, "--run.predict", "goal match team") == 0
+    printed = capsys.readouterr().out
+    run = out / "toy"
+    assert f"run saved to {run}" in printed and "accuracy" in printed
+    assert not list(out.glob(".*partial"))  # the working folder was renamed, not left behind
+    for name in ("tunelab_run.json", "config.yaml", "labels.json", "metrics.json", "log.jsonl",
+                 "config.json", "model.safetensors", "tokenizer.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoint").exists()
+    labels = json.loads((run / "labels.json").read_text())
+    assert sorted(labels.values()) == ["money", "sport", "tech"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 18 and 0 <= metrics["test"]["accuracy"] <= 1
+    # the run folder is a plain transformers checkpoint
+    model = AutoModelForSequenceClassification.from_pretrained(run)
+    assert model.config.id2label[0] in labels.values()
+
+    # predict: JSONL to stdout, CSV to a file, same labels either way
+    assert main(["predict", str(run), "goal team match", "bank market price"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == ["goal team match", "bank market price"]
+    assert all(abs(sum(x["probs"].values()) - 1) < 1e-4 for x in lines)
+    dest = tmp_path / "pred.csv"
+    assert main(["predict", str(run), "--file", str(test), "--output", str(dest)]) == 0
+    with dest.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 30 and set(rows[0]) >= {"text", "label", "score", "sport"}
+
+    # eval on the held-out file gives the metrics table and a JSON copy
+    js = tmp_path / "eval.json"
+    assert main(["eval", str(run), "--data", str(test), "--json", str(js)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert json.loads(js.read_text())["n"] == 30
+
+
+def test_resume_after_interrupt(tiny_models, toy_split, tmp_path, monkeypatch, capsys):
+    import tunelab.training.loop as loop
+
+    train, _ = toy_split
+    out = tmp_path / "runs"
+    real_save, calls = loop.save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed after the second checkpoint (epoch 2 of 4)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    assert _finetune(tiny_models, train, out) == 130
+    assert "--resume" in capsys.readouterr().err
+    partial = out / ".toy.partial"
+    assert (partial / "checkpoint" / "state.json").is_file() and not (out / "toy").exists()
+
+    assert main(["finetune", "--output", str(out), "--resume"]) == 0
+    assert not partial.exists()
+    log = [json.loads(x) for x in (out / "toy" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "resumed" for r in log)
+    metrics = json.loads((out / "toy" / "metrics.json").read_text())
+    assert metrics["train"]["epochs"] == 4.0  # finished the whole budget after resuming
+
+
+def test_lora_merge_opens_with_transformers(tiny_models, toy_split, tmp_path):
+    import torch
+
+    from tunelab.runfolder import load_run
+
+    train, _ = toy_split
+    out = tmp_path / "runs"
+    assert _finetune(tiny_models, train, out, "--strategy", "lora", "--merge") == 0
+    run = out / "toy"
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    merged = AutoModelForSequenceClassification.from_pretrained(run).eval()
+    peft_model, tok, _ = load_run(run)
+    batch = tok(["goal team match", "bank price"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.allclose(merged(**batch).logits, peft_model(**batch).logits, atol=1e-4)

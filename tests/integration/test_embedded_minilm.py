@@ -21,11 +21,17 @@ pytestmark = [
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_minilm_learns_bbc_topics(tmp_path, strategy):
     overrides = {
-        "data.limit": 300, "data.max_length": 96, "train.epochs": 2,
-        "train.lr": 1e-4 if strategy == "full" else 1e-3, "strategy": strategy,
-        "run.output_dir": str(tmp_path), "run.name": strategy,
-        "run.predict": ["The striker scored twice and the club won the cup final.",
-                        "Shares fell as the bank reported lower quarterly profits."],
+        "data.limit": 300,
+        "data.max_length": 96,
+        "train.epochs": 2,
+        "train.lr": 1e-4 if strategy == "full" else 1e-3,
+        "strategy": strategy,
+        "run.output_dir": str(tmp_path),
+        "run.name": strategy,
+        "run.predict": [
+            "The striker scored twice and the club won the cup final.",
+            "Shares fell as the bank reported lower quarterly profits.",
+        ],
     }
     result = api.finetune(api.build_config(overrides=overrides), quiet=True)
     test = result.metrics["test"]

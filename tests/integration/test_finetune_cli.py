@@ -21,11 +21,28 @@ def toy_split(tmp_path):
 
 
 def _finetune(tiny_models, train, out, *extra):
-    return main([
-        "finetune", "--model", str(tiny_models["encoder"]), "--data.train_file", str(train),
-        "--data.val_size", "0.2", "--epochs", "4", "--lr", "3e-3",
-        "--train.batch_size", "8", "--output", str(out), "--name", "toy", *extra,
-    ])
+    return main(
+        [
+            "finetune",
+            "--model",
+            str(tiny_models["encoder"]),
+            "--data.train_file",
+            str(train),
+            "--data.val_size",
+            "0.2",
+            "--epochs",
+            "4",
+            "--lr",
+            "3e-3",
+            "--train.batch_size",
+            "8",
+            "--output",
+            str(out),
+            "--name",
+            "toy",
+            *extra,
+        ]
+    )
 
 
 def test_finetune_predict_eval(tiny_models, toy_split, tmp_path, capsys):
@@ -36,8 +53,16 @@ def test_finetune_predict_eval(tiny_models, toy_split, tmp_path, capsys):
     run = out / "toy"
     assert f"run saved to {run}" in printed and "accuracy" in printed
     assert not list(out.glob(".*partial"))  # the working folder was renamed, not left behind
-    for name in ("tunelab_run.json", "config.yaml", "labels.json", "metrics.json", "log.jsonl",
-                 "config.json", "model.safetensors", "tokenizer.json"):
+    for name in (
+        "tunelab_run.json",
+        "config.yaml",
+        "labels.json",
+        "metrics.json",
+        "log.jsonl",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ):
         assert (run / name).is_file(), name
     assert not (run / "checkpoint").exists()
     labels = json.loads((run / "labels.json").read_text())

@@ -84,9 +84,7 @@ def test_bad_yaml_files(tmp_path):
         build_config(flat)
 
 
-@pytest.mark.parametrize(
-    "cls", [*SECTIONS.values(), *(s.config_cls for s in STRATEGIES.values())]
-)
+@pytest.mark.parametrize("cls", [*SECTIONS.values(), *(s.config_cls for s in STRATEGIES.values())])
 def test_every_option_is_documented(cls):
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):

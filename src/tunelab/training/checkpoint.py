@@ -72,6 +72,7 @@ def save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
         tmp / "optimizer.pt",
     )
@@ -86,6 +87,8 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler) -> dic
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["torch_rng"])
+    if blob.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
     state = json.loads((folder / "state.json").read_text())
     random.setstate((3, tuple(state.pop("python_rng")), None))
     return state

@@ -155,7 +155,7 @@ def train(
         disable=not show_progress,
         dynamic_ncols=True,
     )
-    stop = st["step"] >= total
+    stop = st["step"] >= total or bool(st.get("stopped_early"))
     t0, seen0 = time.perf_counter() - st["seconds"], st["seen"]
     t_run = time.perf_counter()
     running, micro, group = 0.0, 0, 1

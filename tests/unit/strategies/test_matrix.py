@@ -1,0 +1,186 @@
+"""Every registered strategy x every model family: what trains, what stays put, what is saved.
+
+The matrix iterates `STRATEGIES`, so a new strategy joins automatically; it must then add an
+entry to `EXPECTED_TRAINABLE` saying, per parameter name, what it trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import FAMILIES, toy_examples
+from tunelab.models import HEAD_NAMES, RUN_MARKER, load_classifier
+from tunelab.runfolder import load_run, save_model_files
+from tunelab.strategies import STRATEGIES
+from tunelab.tasks.classification import encode_examples, make_collate
+
+LABELS = ["money", "sport", "tech"]
+MAX_LENGTH = 32
+
+
+def _is_head_copy(name: str) -> bool:
+    """The trained copy of the classification head that peft keeps (`modules_to_save`)."""
+    return "modules_to_save" in name and any(h in name.split(".") for h in HEAD_NAMES)
+
+
+EXPECTED_TRAINABLE: dict[str, Callable[[str], bool]] = {
+    "full": lambda name: True,
+    "lora": lambda name: "lora_" in name or _is_head_copy(name),
+}
+"""Strategy -> predicate on a parameter's name: True where that parameter must train."""
+
+OVERFIT_STEPS = 80
+"""Enough for every family at lr 1e-2 (lora on the tiny BERT needs ~60: its pooler is frozen)."""
+
+CASES = [pytest.param(s, f, id=f"{s}-{f}") for s in STRATEGIES for f in FAMILIES]
+
+
+def _expected(strategy: str) -> Callable[[str], bool]:
+    if strategy not in EXPECTED_TRAINABLE:
+        pytest.fail(
+            f"strategy {strategy!r} has no entry in EXPECTED_TRAINABLE "
+            f"({__file__}): add a predicate saying which parameter names it trains"
+        )
+    return EXPECTED_TRAINABLE[strategy]
+
+
+def _build(strategy: str, family: str, tiny_models: dict[str, Path]):
+    """(model with the strategy applied, tokenizer, one collated toy batch)."""
+    torch.manual_seed(0)
+    loaded = load_classifier(str(tiny_models[family]), LABELS, attention_dropout=0.0)
+    strat = STRATEGIES[strategy]
+    options = dataclasses.asdict(strat.config_cls())
+    model = strat.apply(loaded.model, options, loaded.family)
+    tok = loaded.tokenizer
+    data = encode_examples(toy_examples(24), tok, LABELS, MAX_LENGTH)
+    batch = make_collate(tok)([data[i] for i in range(len(data))])
+    return model, tok, dict(batch)
+
+
+def _trainable(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _train(model, batch: dict, steps: int, lr: float = 1e-2) -> None:
+    torch.manual_seed(1)
+    opt = torch.optim.AdamW(_trainable(model), lr=lr)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+
+
+@torch.no_grad()
+def _eval_out(model, batch: dict):
+    model.eval()
+    return model(**batch)
+
+
+@pytest.mark.parametrize("strategy,family", CASES)
+def test_trainable_set_matches_strategy(strategy, family, tiny_models):
+    expected = _expected(strategy)
+    model, _, _ = _build(strategy, family, tiny_models)
+    named = list(model.named_parameters())
+    wrong = [
+        f"{n} (requires_grad={p.requires_grad})" for n, p in named if p.requires_grad != expected(n)
+    ]
+    assert not wrong, f"{strategy}/{family}: trainable set differs from definition: {wrong[:10]}"
+    assert any(p.requires_grad for _, p in named), "nothing trainable"
+    if strategy == "lora":
+        trained = [n for n, p in named if p.requires_grad]
+        assert any("lora_" in n for n in trained), "no LoRA matrices train"
+        assert any(_is_head_copy(n) for n in trained), "the classification head does not train"
+
+
+@pytest.mark.parametrize("strategy,family", CASES)
+def test_frozen_parameters_untouched_and_grads_only_where_trainable(strategy, family, tiny_models):
+    model, _, batch = _build(strategy, family, tiny_models)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    model.train()
+    model(**batch).loss.backward()
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, f"frozen parameter {n} got a gradient"
+        else:
+            assert p.grad is not None, f"trainable parameter {n} got no gradient (unused?)"
+    grads = [p.grad for p in _trainable(model)]
+    assert any(g.abs().sum() > 0 for g in grads), "every trainable gradient is zero"
+    model.zero_grad(set_to_none=True)
+
+    _train(model, batch, steps=3)
+    changed = []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            if not torch.equal(p.detach(), before[n]):
+                changed.append(n)
+        else:
+            assert torch.equal(p.detach(), before[n]), f"frozen parameter {n} changed"
+    assert changed, "no trainable parameter changed after 3 optimizer steps"
+
+
+@pytest.mark.parametrize("strategy,family", CASES)
+def test_loss_falls_when_overfitting_one_batch(strategy, family, tiny_models):
+    model, _, batch = _build(strategy, family, tiny_models)
+    initial = _eval_out(model, batch).loss.item()
+    _train(model, batch, steps=OVERFIT_STEPS)
+    final = _eval_out(model, batch).loss.item()
+    assert final < 0.5 * initial, f"{strategy}/{family}: loss {initial:.3f} -> {final:.3f}"
+
+
+def _write_marker(folder: Path, family: str, tiny_models: dict[str, Path], kind: str) -> None:
+    marker = {
+        "task": "classification",
+        "base_model": str(tiny_models[family]),
+        "labels": LABELS,
+        "max_length": MAX_LENGTH,
+        "weights": kind,
+    }
+    (folder / RUN_MARKER).write_text(json.dumps(marker))
+
+
+@pytest.mark.parametrize("strategy,family", CASES)
+def test_save_and_load_give_identical_logits(strategy, family, tiny_models, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    model, tok, batch = _build(strategy, family, tiny_models)
+    _train(model, batch, steps=3)  # so LoRA's B matrices and the head are no longer at init
+    ref = _eval_out(model, batch).logits
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    kind = save_model_files(model, tok, plain, merge=False)
+    _write_marker(plain, family, tiny_models, kind)
+    loaded, _, marker = load_run(plain)
+    assert marker["labels"] == LABELS
+    got = _eval_out(loaded, batch).logits
+    assert torch.allclose(got, ref, atol=1e-5), (got - ref).abs().max()
+
+    if strategy == "lora":
+        assert kind == "adapter"
+    if kind == "adapter":
+        assert (plain / "adapter_model.safetensors").is_file()
+        assert not (plain / "model.safetensors").exists(), "adapter run also saved full weights"
+        adapter = (plain / "adapter_model.safetensors").stat().st_size
+        full = (tiny_models[family] / "model.safetensors").stat().st_size
+        assert adapter < full / 3, f"adapter file {adapter} B vs full model {full} B"
+
+    # merged (or full) folders must open with plain transformers, no tunelab or peft involved
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    kind = save_model_files(model, tok, merged, merge=True)
+    assert kind in ("full", "merged")
+    if kind == "merged":
+        assert (merged / "adapter" / "adapter_model.safetensors").is_file()
+    assert (merged / "model.safetensors").is_file()
+    plain_model = AutoModelForSequenceClassification.from_pretrained(merged)
+    assert plain_model.config.id2label == dict(enumerate(LABELS))
+    got = _eval_out(plain_model, batch).logits
+    assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()

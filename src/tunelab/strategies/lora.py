@@ -23,10 +23,18 @@ class LoraConfig:
     architecture, e.g. query,value for BERT, q_proj,v_proj for Llama, q,v for T5)."""
 
 
+def pooler_names(model: nn.Module) -> list[str]:
+    """['pooler'] when the model feeds its head through a pooler layer (BERT-style)."""
+    return ["pooler"] if any(n.endswith(".pooler") for n, _ in model.named_modules()) else []
+
+
 def apply(model: nn.Module, options: LoraConfig | dict, family: str) -> nn.Module:
     """Wrap `model` in a peft LoRA model for sequence classification.
 
-    The classification head is trained in full (peft `modules_to_save`) because it is new.
+    The classification head is trained in full (peft `modules_to_save`) because it is new,
+    and so is a BERT-style pooler in front of it: it is part of the head that
+    BertForSequenceClassification uses, and frozen it held the embedded MiniLM at 35% on a
+    300-article BBC subset where training it gave over 80% (tests/integration).
     """
     import peft
 
@@ -45,7 +53,7 @@ def apply(model: nn.Module, options: LoraConfig | dict, family: str) -> nn.Modul
         lora_alpha=options.alpha,
         lora_dropout=options.dropout,
         target_modules=targets,
-        modules_to_save=head_module_names(model),
+        modules_to_save=head_module_names(model) + pooler_names(model),
     )
     try:
         return peft.get_peft_model(model, cfg)

@@ -107,6 +107,7 @@ def train(
         show_progress: Draw a tqdm progress bar.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
@@ -120,6 +121,10 @@ def train(
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup_ratio * total)
 
+    # accelerate keeps its mixed-precision choice in a process-wide singleton; a second run in
+    # the same process (the Python API, `compare`) may pick another precision, so start afresh
+    # (the process group, PartialState, is kept)
+    AcceleratorState._reset_state()
     accel = Accelerator(
         mixed_precision=resolve_precision(cfg.precision),
         cpu=not torch.cuda.is_available(),

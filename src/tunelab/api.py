@@ -121,6 +121,10 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         quiet,
     )
 
+    # the new head's weights come from the global RNG: seed it first, so a seed means one run
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)
     loaded = load_classifier(
         cfg.model.name, labels, cfg.model.gguf_file, cfg.model.attention_dropout
     )

@@ -10,6 +10,7 @@ Layout of a finished classification run:
     labels.json        the label map (id -> name), also in config.json's id2label
     metrics.json       test (and best validation) metrics
     log.jsonl          training curve and evaluations
+    curves.png         the same as a picture (training loss, validation loss and metric)
     tokenizer files
     config.json + model.safetensors            (full weights: opens with transformers as is)
     adapter_config.json + adapter_model.safetensors   (adapter strategies, without --merge)
@@ -29,6 +30,7 @@ from torch import nn
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
+from tunelab.evaluation.plots import plot_curves
 from tunelab.models import RUN_MARKER, load_classifier, load_tokenizer, read_run_marker
 
 
@@ -79,6 +81,8 @@ def finish_run(
     kind = save_model_files(model, tokenizer, work, merge)
     write_json(work / "labels.json", dict(enumerate(marker["labels"])))
     write_json(work / "metrics.json", metrics)
+    if (work / "log.jsonl").is_file():
+        plot_curves(work / "log.jsonl", work / "curves.png", config["train"]["metric"])
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     marker = {
         **marker,

@@ -62,6 +62,7 @@ def test_finetune_predict_eval(tiny_models, toy_split, tmp_path, capsys):
         "config.json",
         "model.safetensors",
         "tokenizer.json",
+        "curves.png",
     ):
         assert (run / name).is_file(), name
     assert not (run / "checkpoint").exists()
@@ -133,3 +134,17 @@ def test_lora_merge_opens_with_transformers(tiny_models, toy_split, tmp_path):
     batch = tok(["goal team match", "bank price"], return_tensors="pt", padding=True)
     with torch.no_grad():
         assert torch.allclose(merged(**batch).logits, peft_model(**batch).logits, atol=1e-4)
+
+
+def test_same_seed_same_run(tiny_models, toy_split, tmp_path):
+    """The seed covers the new head's initial weights too: two runs give identical weights."""
+    from safetensors.torch import load_file
+
+    train, _ = toy_split
+    weights = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert _finetune(tiny_models, train, out, "--train.precision", "fp32") == 0
+        weights.append(load_file(str(out / "toy" / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])

@@ -20,9 +20,10 @@ from torch import nn
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the parameters that require grad, by name (CPU, contiguous)."""
+    """The parameters that require grad, by name, on the CPU (no copy when already there:
+    this is only written to disk, and a copy of a full model's weights costs its size in RAM)."""
     return {
-        n: p.detach().to("cpu", copy=True).contiguous()
+        n: p.detach().to("cpu").contiguous()
         for n, p in model.named_parameters()
         if p.requires_grad
     }

@@ -26,6 +26,11 @@ from tunelab.training.loop import LoopResult, resolve_precision, train
 LABELS = ["money", "sport", "tech"]
 
 
+def snapshot(model):
+    """A copy of the trainable weights (trainable_state shares CPU storage with the model)."""
+    return {k: v.clone() for k, v in trainable_state(model).items()}
+
+
 @pytest.fixture(scope="module")
 def base(tiny_models):
     """(model, tokenizer) loaded once: each test trains a deepcopy, so all start identical."""
@@ -325,7 +330,7 @@ def test_keep_best_restores_the_best_weights(setup, tmp_path):
     snapshots: list[dict[str, torch.Tensor]] = []
 
     def best_first(model):
-        snapshots.append(trainable_state(model))
+        snapshots.append(snapshot(model))
         return {"macro_f1": next(values)}
 
     model, data, collate = setup()
@@ -335,7 +340,7 @@ def test_keep_best_restores_the_best_weights(setup, tmp_path):
     assert result.best_step == 1
     assert len(snapshots) == 4
     saved = load_file(str(tmp_path / "best.safetensors"))
-    final = trainable_state(model)
+    final = snapshot(model)
     assert differing(final, saved) == []
     assert differing(final, snapshots[0]) == []
     # the weights the loop ended with (seen by the last evaluation) were different
@@ -347,13 +352,13 @@ def test_without_keep_best_the_last_weights_stay(setup, tmp_path):
     snapshots: list[dict[str, torch.Tensor]] = []
 
     def best_first(model):
-        snapshots.append(trainable_state(model))
+        snapshots.append(snapshot(model))
         return {"macro_f1": next(values)}
 
     model, data, collate = setup()
     config = cfg(max_steps=3, eval_every=1, keep_best=False)
     run(model, data, collate, config, tmp_path, evaluate=best_first)
-    assert differing(trainable_state(model), snapshots[-1]) == []
+    assert differing(snapshot(model), snapshots[-1]) == []
     assert not (tmp_path / "best.safetensors").exists()
 
 

@@ -260,12 +260,14 @@ def test_loss_falls_when_overfitting(setup, tmp_path):
 # -- early stopping and keep-best ------------------------------------------------------------
 
 
+def scripted(*values: float, key: str = "macro_f1"):
+    """An evaluate callback returning `values` one per call, under `key`."""
+    it = iter(values)
+    return lambda model: {key: next(it), **({} if key == "macro_f1" else {"macro_f1": 0.0})}
+
+
 def test_early_stopping_after_patience_bad_evals(setup, tmp_path):
-    values = iter([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
-
-    def worse_each_time(model):
-        return {"macro_f1": next(values)}
-
+    worse_each_time = scripted(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
     model, data, collate = setup()
     config = cfg(max_steps=20, eval_every=1, patience=2)
     result = run(model, data, collate, config, tmp_path, evaluate=worse_each_time)
@@ -280,8 +282,7 @@ def test_resume_of_an_early_stopped_run_trains_no_more(setup, tmp_path):
     # e.g. a run killed after early stopping, while testing or saving, is still unfinished
     # (a .partial folder) and `--resume` continues it: it must not train past the stop
     def worse_each_time():
-        values = iter([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
-        return lambda model: {"macro_f1": next(values)}
+        return scripted(0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 
     config = cfg(max_steps=20, eval_every=1, patience=2)
     model, data, collate = setup()
@@ -298,11 +299,7 @@ def test_resume_of_an_early_stopped_run_trains_no_more(setup, tmp_path):
 
 def test_patience_counts_consecutive_bad_evals(setup, tmp_path):
     # never two bad evaluations in a row: an improvement resets the count
-    values = iter([0.5, 0.4, 0.6, 0.5, 0.7, 0.6])
-
-    def zigzag(model):
-        return {"macro_f1": next(values)}
-
+    zigzag = scripted(0.5, 0.4, 0.6, 0.5, 0.7, 0.6)
     model, data, collate = setup()
     config = cfg(max_steps=6, eval_every=1, patience=2)
     result = run(model, data, collate, config, tmp_path, evaluate=zigzag)
@@ -313,11 +310,7 @@ def test_patience_counts_consecutive_bad_evals(setup, tmp_path):
 
 
 def test_lower_is_better_for_loss_metric(setup, tmp_path):
-    values = iter([3.0, 1.0, 2.0, 4.0])
-
-    def losses(model):
-        return {"loss": next(values), "macro_f1": 0.0}
-
+    losses = scripted(3.0, 1.0, 2.0, 4.0, key="loss")
     model, data, collate = setup()
     config = cfg(max_steps=4, eval_every=1, metric="loss")
     result = run(model, data, collate, config, tmp_path, evaluate=losses)

@@ -56,6 +56,7 @@ def _finetune_parser(sub) -> None:
 
     p = sub.add_parser(
         "finetune",
+        usage="tunelab finetune [CONFIG] [--strategy NAME] [--section.key VALUE ...]",
         help="fine-tune a classifier (config YAML + --section.key value overrides)",
         description="Fine-tune, validate, test and save a run folder. Precedence: defaults < "
         "CONFIG < flags. With no arguments: MiniLM on the embedded BBC News, strategy full.",

@@ -106,6 +106,11 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
 
 
+def lower_is_better(metric: str) -> bool:
+    """Losses and perplexities improve downwards; every other metric upwards."""
+    return "loss" in metric or "perplexity" in metric
+
+
 def metric_value(metrics: dict[str, Any], name: str) -> float:
     """The value of metric `name` in `metrics`, for best-checkpoint choice and early stopping.
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tunelab.evaluation.metrics import lower_is_better
+
 
 def plot_curves(log_path: Path, out_png: Path, metric: str) -> Path | None:
     """Draw `log.jsonl` as a PNG; returns its path, or None when the log has no loss yet."""
@@ -38,8 +40,7 @@ def plot_curves(log_path: Path, out_png: Path, metric: str) -> Path | None:
         right = ax.twinx()
         steps, values = [s for s, _ in evals], [e[metric] for _, e in evals]
         right.plot(steps, values, "s--", color="tab:green", label=f"validation {metric}")
-        lower = "loss" in metric or "perplexity" in metric
-        best = (min if lower else max)(range(len(values)), key=values.__getitem__)
+        best = (min if lower_is_better(metric) else max)(range(len(values)), key=values.__getitem__)
         right.annotate(
             f"best {values[best]:.4f}",
             (steps[best], values[best]),

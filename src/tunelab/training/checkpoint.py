@@ -23,9 +23,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters that require grad, by name, on the CPU (no copy when already there:
     this is only written to disk, and a copy of a full model's weights costs its size in RAM)."""
     return {
-        n: p.detach().to("cpu").contiguous()
-        for n, p in model.named_parameters()
-        if p.requires_grad
+        n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad
     }
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from tunelab.config import TrainConfig
 from tunelab.errors import TunelabError
-from tunelab.evaluation.metrics import metric_value
+from tunelab.evaluation.metrics import lower_is_better, metric_value
 from tunelab.training.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from tunelab.training.optim import build_optimizer, build_scheduler
 
@@ -59,10 +59,6 @@ def resolve_precision(name: str) -> str:
     if name == "bf16" and not supported:
         raise TunelabError("this machine has no native bf16: use --train.precision fp32 or auto")
     return "bf16" if supported else "no"
-
-
-def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or "perplexity" in metric
 
 
 class JsonlLog:

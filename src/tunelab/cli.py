@@ -149,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # peft calls a transformers property that transformers 5.x deprecates: not the user's doing
+    warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
     import transformers
 
     transformers.logging.set_verbosity_error()

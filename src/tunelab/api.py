@@ -149,7 +149,12 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     final, work = out / name, partial_dir(out, name)
     if final.exists():
         raise TunelabError(f"run folder {final} already exists: pick another --run.name")
-    work.mkdir(parents=True, exist_ok=cfg.run.resume)
+    if work.exists() and not cfg.run.resume:
+        raise TunelabError(
+            f"an unfinished run {name!r} is in {out}: continue it with --resume --name {name}, "
+            f"or delete {work}"
+        )
+    work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     def validate(m):

@@ -111,6 +111,10 @@ def test_resume_after_interrupt(tiny_models, toy_split, tmp_path, monkeypatch, c
     partial = out / ".toy.partial"
     assert (partial / "checkpoint" / "state.json").is_file() and not (out / "toy").exists()
 
+    # starting the same run afresh is refused with a hint, and leaves the partial run alone
+    assert _finetune(tiny_models, train, out) == 2
+    assert "--resume" in capsys.readouterr().err and (partial / "checkpoint").is_dir()
+
     assert main(["finetune", "--output", str(out), "--resume"]) == 0
     assert not partial.exists()
     log = [json.loads(x) for x in (out / "toy" / "log.jsonl").read_text().splitlines()]

@@ -318,14 +318,20 @@ def test_lower_is_better_for_loss_metric(setup, tmp_path):
     assert result.best_metric == pytest.approx(1.0)
 
 
-def test_keep_best_restores_the_best_weights(setup, tmp_path):
-    values = iter([0.9, 0.5, 0.4, 0.3])
+def snapshotting(*values: float):
+    """(evaluate, snapshots): a scripted evaluate that also copies the weights it is shown."""
+    score = scripted(*values)
     snapshots: list[dict[str, torch.Tensor]] = []
 
-    def best_first(model):
+    def evaluate(model):
         snapshots.append(snapshot(model))
-        return {"macro_f1": next(values)}
+        return score(model)
 
+    return evaluate, snapshots
+
+
+def test_keep_best_restores_the_best_weights(setup, tmp_path):
+    best_first, snapshots = snapshotting(0.9, 0.5, 0.4, 0.3)
     model, data, collate = setup()
     config = cfg(max_steps=4, eval_every=1, keep_best=True)
     result = run(model, data, collate, config, tmp_path, evaluate=best_first)
@@ -341,13 +347,7 @@ def test_keep_best_restores_the_best_weights(setup, tmp_path):
 
 
 def test_without_keep_best_the_last_weights_stay(setup, tmp_path):
-    values = iter([0.9, 0.5, 0.4])
-    snapshots: list[dict[str, torch.Tensor]] = []
-
-    def best_first(model):
-        snapshots.append(snapshot(model))
-        return {"macro_f1": next(values)}
-
+    best_first, snapshots = snapshotting(0.9, 0.5, 0.4)
     model, data, collate = setup()
     config = cfg(max_steps=3, eval_every=1, keep_best=False)
     run(model, data, collate, config, tmp_path, evaluate=best_first)

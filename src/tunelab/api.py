@@ -77,6 +77,19 @@ def load_splits(cfg: Config, quiet: bool = False) -> dict[str, list[dict[str, st
     return stratified_split(examples, d.test_size, d.val_size, seed)
 
 
+def peak_memory_mib() -> float:
+    """Peak memory of this process so far: the GPU's allocator peak when training on CUDA,
+    else the peak resident set size (what a user's machine had to hold)."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return round(kib / 1024, 1)
+
+
 def _count_params(model) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -92,7 +105,7 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     """
     import yaml
 
-    from tunelab.training.loop import train
+    from tunelab.training.loop import plan_steps, train
 
     out = Path(cfg.run.output_dir)
     if cfg.run.resume:
@@ -112,6 +125,11 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         )
         _say(f"resuming {name} from {work}", quiet)
     strategy = get_strategy(cfg.strategy)
+    if cfg.run.merge and not strategy.can_merge:
+        raise TunelabError(
+            f"strategy {cfg.strategy} cannot be merged into the base weights: drop --merge"
+        )
+    options = strategy.options(cfg.strategy_options)
     splits = load_splits(cfg, quiet)
     labels = check_labels(splits["train"])
     _say(
@@ -128,7 +146,8 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     loaded = load_classifier(
         cfg.model.name, labels, cfg.model.gguf_file, cfg.model.attention_dropout
     )
-    model = strategy.apply(loaded.model, cfg.strategy_options, loaded.family)
+    _, total_steps = plan_steps(len(splits["train"]), cfg.train)
+    model = strategy.build(loaded.model, options, loaded.family, total_steps)
     trainable, total = _count_params(model)
     if trainable == 0:
         raise TunelabError(f"strategy {cfg.strategy} left nothing to train: check its options")
@@ -168,7 +187,7 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
             desc="validating",
         )
 
-    hook = strategy.on_epoch_start
+    before, after, groups = strategy.before_step, strategy.after_step, strategy.param_groups
     try:
         result = train(
             model,
@@ -177,7 +196,9 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
             cfg.train,
             work,
             evaluate=validate if "validation" in data else None,
-            on_epoch_start=(lambda m, e: hook(m, cfg.strategy_options, e)) if hook else None,
+            before_step=(lambda m, s, e: before(m, options, s, e)) if before else None,
+            after_step=(lambda m, s: after(m, options, s)) if after else None,
+            param_groups=(lambda m, lr, wd: groups(m, options, lr, wd)) if groups else None,
             resume=cfg.run.resume,
             show_progress=not quiet,
         )
@@ -197,6 +218,7 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
             "stopped_early": result.stopped_early,
             "trainable_params": trainable,
             "total_params": total,
+            "peak_memory_mib": peak_memory_mib(),
         },
     }
     if "test" in data:
@@ -212,6 +234,7 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     marker = {
         "task": "classification",
         "strategy": cfg.strategy,
+        "strategy_options": dict(cfg.strategy_options),
         "family": loaded.family,
         "base_model": cfg.model.name,
         "gguf_file": cfg.model.gguf_file,

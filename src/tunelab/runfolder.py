@@ -15,6 +15,9 @@ Layout of a finished classification run:
     config.json + model.safetensors            (full weights: opens with transformers as is)
     adapter_config.json + adapter_model.safetensors   (adapter strategies, without --merge)
     adapter/ + config.json + model.safetensors        (adapter strategies with --merge)
+    trained.safetensors     (strategies that train part of a plain model, e.g. freeze,
+                             features, adapter: only the tensors that trained; loading rebuilds
+                             the base, re-applies the strategy and copies them in)
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from tunelab import __version__
 from tunelab.errors import TunelabError
 from tunelab.evaluation.plots import plot_curves
 from tunelab.models import RUN_MARKER, load_classifier, load_tokenizer, read_run_marker
+
+TRAINED_FILE = "trained.safetensors"
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", TRAINED_FILE)
 
 
 def partial_dir(output_dir: Path, name: str) -> Path:
@@ -51,13 +57,24 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_model_files(model: nn.Module, tokenizer, folder: Path, merge: bool) -> str:
-    """Write weights (full, adapter, or adapter + merged) and the tokenizer; returns the kind."""
+    """Write weights and the tokenizer; returns the kind written.
+
+    full: every weight trained, or a plain model with `merge` (opens with transformers as is);
+    partial: only the tensors that trained (TRAINED_FILE), for a plain model with some frozen;
+    adapter: a peft adapter; merged: a peft adapter folded into full weights (+ adapter/).
+    """
     from peft import PeftModel
+    from safetensors.torch import save_file
+
+    from tunelab.training.checkpoint import trainable_state
 
     tokenizer.save_pretrained(folder)
     if not isinstance(model, PeftModel):
-        model.save_pretrained(folder)
-        return "full"
+        if merge or all(p.requires_grad for p in model.parameters()):
+            model.save_pretrained(folder)
+            return "full"
+        save_file(trainable_state(model), str(folder / TRAINED_FILE))
+        return "partial"
     if not merge:
         model.save_pretrained(folder)
         return "adapter"
@@ -110,6 +127,8 @@ def load_run(run_dir: str | Path):
     if (run / "config.json").is_file():
         model = AutoModelForSequenceClassification.from_pretrained(run)
         return model, load_tokenizer(str(run)), marker
+    if (run / TRAINED_FILE).is_file():
+        return _load_partial(run, marker), load_tokenizer(str(run)), marker
     if (run / "adapter_config.json").is_file():
         from peft import PeftModel
 
@@ -117,3 +136,23 @@ def load_run(run_dir: str | Path):
         model = PeftModel.from_pretrained(base.model, run)
         return model, load_tokenizer(str(run)), marker
     raise TunelabError(f"{run} has no weights (config.json or adapter_config.json): rerun it")
+
+
+def _load_partial(run: Path, marker: dict[str, Any]) -> nn.Module:
+    """The base model with the run's strategy re-applied and its trained tensors copied in."""
+    from safetensors.torch import load_file
+
+    from tunelab.strategies import get_strategy
+    from tunelab.training.checkpoint import load_trainable
+
+    base = load_classifier(marker["base_model"], marker["labels"], marker.get("gguf_file"))
+    strategy = get_strategy(marker["strategy"])
+    model = strategy.build(base.model, marker.get("strategy_options") or {}, base.family, 1)
+    try:
+        load_trainable(model, load_file(str(run / TRAINED_FILE)))
+    except RuntimeError as exc:
+        raise TunelabError(
+            f"{run / TRAINED_FILE} does not fit {marker['base_model']} with strategy "
+            f"{marker['strategy']} ({exc}): was the base model changed since the run?"
+        ) from None
+    return model.eval()

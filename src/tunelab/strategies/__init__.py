@@ -1,38 +1,47 @@
 """Fine-tuning strategies: the one thing that differs between two fine-tuning runs.
 
-Each strategy is one module with an options dataclass and `apply(model, options, family)`,
-which returns the model to train (parameters frozen or wrapped as the strategy wants). Adding
-a strategy = one module + one line in STRATEGIES.
+Each strategy is one module of this package with an options dataclass, an `apply(model,
+options, family, total_steps)` that returns the model to train (parameters frozen or wrapped
+as the strategy wants), optional loop hooks, and a module-level `STRATEGY = Strategy(...)`.
+Adding a strategy = adding its module: the registry below finds it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+import importlib
+import pkgutil
 
 from tunelab.errors import TunelabError
-from tunelab.strategies import full, lora
+from tunelab.strategies.base import Strategy
+
+ORDER = (
+    "full",
+    "freeze",
+    "gradual",
+    "features",
+    "lora",
+    "adalora",
+    "ia3",
+    "adapter",
+    "prefix",
+    "prompt",
+    "ptuning",
+)
+"""Display order (cheapest-to-explain first); strategies not listed follow alphabetically."""
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """A registered strategy."""
+def _discover() -> dict[str, Strategy]:
+    found: dict[str, Strategy] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        strategy = getattr(module, "STRATEGY", None)
+        if isinstance(strategy, Strategy):
+            found[strategy.name] = strategy
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
 
-    name: str
-    config_cls: type
-    apply: Callable[[nn.Module, Any, str], nn.Module]
-    summary: str
-    on_epoch_start: Callable[[nn.Module, Any, int], None] | None = None
-    """Called before each epoch with (model, options, epoch): e.g. gradual unfreezing."""
 
-
-STRATEGIES: dict[str, Strategy] = {
-    "full": Strategy("full", full.FullConfig, full.apply, full.__doc__.splitlines()[0]),
-    "lora": Strategy("lora", lora.LoraConfig, lora.apply, lora.__doc__.splitlines()[0]),
-}
+STRATEGIES: dict[str, Strategy] = _discover()
 
 
 def get_strategy(name: str) -> Strategy:
@@ -42,3 +51,6 @@ def get_strategy(name: str) -> Strategy:
     except KeyError:
         known = ", ".join(STRATEGIES)
         raise TunelabError(f"unknown strategy {name!r}: choose one of {known}") from None
+
+
+__all__ = ["STRATEGIES", "Strategy", "get_strategy"]

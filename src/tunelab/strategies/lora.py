@@ -8,6 +8,7 @@ from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.models import head_module_names
+from tunelab.strategies.base import Strategy, first_doc_line
 
 
 @dataclass
@@ -28,7 +29,7 @@ def pooler_names(model: nn.Module) -> list[str]:
     return ["pooler"] if any(n.endswith(".pooler") for n, _ in model.named_modules()) else []
 
 
-def apply(model: nn.Module, options: LoraConfig | dict, family: str) -> nn.Module:
+def apply(model: nn.Module, options: LoraConfig, family: str, total_steps: int) -> nn.Module:
     """Wrap `model` in a peft LoRA model for sequence classification.
 
     The classification head is trained in full (peft `modules_to_save`) because it is new,
@@ -38,8 +39,6 @@ def apply(model: nn.Module, options: LoraConfig | dict, family: str) -> nn.Modul
     """
     import peft
 
-    if isinstance(options, dict):
-        options = LoraConfig(**options)
     targets = options.target_modules
     if targets and targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
@@ -62,3 +61,6 @@ def apply(model: nn.Module, options: LoraConfig | dict, family: str) -> nn.Modul
             f"lora cannot adapt this model ({exc}); set --lora.target_modules to module names "
             "it has, e.g. all-linear"
         ) from None
+
+
+STRATEGY = Strategy("lora", LoraConfig, apply, first_doc_line(__doc__))

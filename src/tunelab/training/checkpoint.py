@@ -19,11 +19,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that require grad, by name, on the CPU (no copy when already there:
-    this is only written to disk, and a copy of a full model's weights costs its size in RAM)."""
+def trainable_state(model: nn.Module, names: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """The parameters that require grad (or those named in `names`: all a run's optimizer
+    holds, including ones a strategy unfreezes later), by name, on the CPU (no copy when
+    already there: this is only written to disk, and a copy of a full model's weights costs
+    its size in RAM)."""
     return {
-        n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad
+        n: p.detach().to("cpu").contiguous()
+        for n, p in model.named_parameters()
+        if (p.requires_grad if names is None else n in names)
     }
 
 
@@ -47,10 +51,10 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Trainable parameters only, atomically (used for the best checkpoint)."""
+def save_weights(model: nn.Module, path: Path, names: set[str] | None = None) -> None:
+    """Trainable parameters only (see `trainable_state`), atomically (the best checkpoint)."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file(trainable_state(model), str(tmp))
+    save_file(trainable_state(model, names), str(tmp))
     tmp.replace(path)
 
 
@@ -59,13 +63,18 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 
 def save_checkpoint(
-    folder: Path, model: nn.Module, optimizer, scheduler, state: dict[str, Any]
+    folder: Path,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    state: dict[str, Any],
+    names: set[str] | None = None,
 ) -> None:
     """Write the resumable state of a run into `folder` (replacing the previous one)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    save_file(trainable_state(model, names), str(tmp / "trainable.safetensors"))
     torch.save(
         {
             "optimizer": optimizer.state_dict(),

@@ -29,7 +29,12 @@ from tunelab.training.checkpoint import load_checkpoint, load_weights, save_chec
 from tunelab.training.optim import build_optimizer, build_scheduler
 
 EvalFn = Callable[[nn.Module], dict[str, Any]]
-EpochHook = Callable[[nn.Module, int], None]
+StepHook = Callable[[nn.Module, int, int], None]
+"""(model, step, epoch), called before each optimizer step (see Strategy.before_step)."""
+AfterStepHook = Callable[[nn.Module, int], None]
+"""(model, step), called after optimizer.step() before the gradients are cleared."""
+GroupsFn = Callable[[nn.Module, float, float], list[dict]]
+"""(model, lr, weight_decay) -> optimizer parameter groups."""
 
 
 @dataclass
@@ -72,6 +77,14 @@ class JsonlLog:
             fh.write(json.dumps(record) + "\n")
 
 
+def plan_steps(n_examples: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) of a run over `n_examples`."""
+    batches_per_epoch = math.ceil(n_examples / cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    return steps_per_epoch, total
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
@@ -84,7 +97,9 @@ def train(
     cfg: TrainConfig,
     workdir: Path,
     evaluate: EvalFn | None = None,
-    on_epoch_start: EpochHook | None = None,
+    before_step: StepHook | None = None,
+    after_step: AfterStepHook | None = None,
+    param_groups: GroupsFn | None = None,
     resume: bool = False,
     show_progress: bool = True,
 ) -> LoopResult:
@@ -98,7 +113,11 @@ def train(
         cfg: Training options.
         workdir: Folder for `checkpoint/`, `best.safetensors` and `log.jsonl`.
         evaluate: Validation callback returning metrics (including cfg.metric), or None.
-        on_epoch_start: Strategy hook called with (model, epoch) before each epoch.
+        before_step: Strategy hook called with (model, step, epoch) before each optimizer
+            step's first micro-batch (and so also when a run starts or resumes).
+        after_step: Strategy hook called with (model, step) after each optimizer step, while
+            the gradients are still there.
+        param_groups: The strategy's optimizer groups, or None for the default split.
         resume: Continue from `workdir/checkpoint` when it exists.
         show_progress: Draw a tqdm progress bar.
     """
@@ -113,8 +132,7 @@ def train(
     if n == 0:
         raise TunelabError("the training split is empty: give more data or a smaller test_size")
     batches_per_epoch = math.ceil(n / cfg.batch_size)
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    steps_per_epoch, total = plan_steps(n, cfg)
     warmup = int(cfg.warmup_ratio * total)
 
     # accelerate keeps its mixed-precision choice in a process-wide singleton; a second run in
@@ -125,7 +143,12 @@ def train(
         mixed_precision=resolve_precision(cfg.precision),
         cpu=not torch.cuda.is_available(),
     )
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    groups = param_groups(model, cfg.lr, cfg.weight_decay) if param_groups else None
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, groups=groups)
+    # what checkpoints hold: every parameter the optimizer may update, also ones that a
+    # strategy's hook has not unfrozen yet (so keep-best and resume restore a consistent model)
+    in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    tracked = {n for n, p in model.named_parameters() if id(p) in in_opt}
     scheduler = build_scheduler(optimizer, cfg.schedule, total, warmup, cfg.step_size, cfg.gamma)
     model, optimizer = accel.prepare(model, optimizer)
 
@@ -163,7 +186,7 @@ def train(
 
     def checkpoint() -> None:
         st["seconds"] = time.perf_counter() - t0
-        save_checkpoint(ckpt, accel.unwrap_model(model), optimizer, scheduler, st)
+        save_checkpoint(ckpt, accel.unwrap_model(model), optimizer, scheduler, st, tracked)
 
     def run_eval() -> bool:
         """Evaluate, track the best, return True when early stopping says stop."""
@@ -177,7 +200,7 @@ def train(
         if improved:
             st.update(best=value, best_step=st["step"], bad_evals=0)
             if cfg.keep_best:
-                save_weights(accel.unwrap_model(model), best_path)
+                save_weights(accel.unwrap_model(model), best_path, tracked)
         else:
             st["bad_evals"] += 1
         record = {
@@ -196,8 +219,6 @@ def train(
     model.train()
     while not stop:
         epoch = st["epoch"]
-        if on_epoch_start is not None and st["batch"] == 0:
-            on_epoch_start(accel.unwrap_model(model), epoch)
         order = _epoch_order(n, cfg.seed, epoch)
         starts = range(st["batch"] * cfg.batch_size, n, cfg.batch_size)
         for start in starts:
@@ -206,6 +227,8 @@ def train(
             if micro == 0:
                 # the last group of an epoch may be shorter than grad_accum
                 group = min(cfg.grad_accum, batches_per_epoch - st["batch"])
+                if before_step is not None:
+                    before_step(accel.unwrap_model(model), st["step"], epoch)
             loss = model(**batch).loss
             accel.backward(loss / group)
             running += loss.item()
@@ -218,6 +241,8 @@ def train(
             if cfg.max_grad_norm:
                 accel.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
+            if after_step is not None:
+                after_step(accel.unwrap_model(model), st["step"])
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             st["step"] += 1

@@ -70,8 +70,10 @@ def build_optimizer(
     weight_decay: float = 0.01,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    groups: list[dict] | None = None,
 ) -> torch.optim.AdamW:
-    """Fused AdamW over `param_groups(model, weight_decay)`.
+    """Fused AdamW over `groups` (a strategy's own, e.g. layer-wise learning rates), or by
+    default over `param_groups(model, weight_decay)`.
 
     Raises:
         TunelabError: `lr` is not positive, `weight_decay` is negative, or nothing trains.
@@ -83,9 +85,11 @@ def build_optimizer(
             f"weight decay must be >= 0, got {weight_decay}: set train.weight_decay, e.g. 0.01"
         )
     # fused: one kernel over all parameters (CPU and CUDA), as Trainer uses by default
-    return torch.optim.AdamW(
-        param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=True
-    )
+    if groups is None:
+        groups = param_groups(model, weight_decay)
+    elif not any(g["params"] for g in groups):
+        raise TunelabError("nothing to train: the strategy's parameter groups are empty")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
 
 
 def build_scheduler(

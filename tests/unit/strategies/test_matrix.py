@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from tests.conftest import FAMILIES, toy_examples
+from tunelab.errors import TunelabError
 from tunelab.models import HEAD_NAMES, RUN_MARKER, load_classifier
-from tunelab.runfolder import load_run, save_model_files
+from tunelab.runfolder import TRAINED_FILE, load_run, save_model_files
 from tunelab.strategies import STRATEGIES
 from tunelab.tasks.classification import encode_examples, make_collate
 
@@ -37,10 +38,21 @@ EXPECTED_TRAINABLE: dict[str, Callable[[str], bool]] = {
 }
 """Strategy -> predicate on a parameter's name: True where that parameter must train."""
 
+NOT_APPLICABLE: dict[tuple[str, str], str] = {}
+"""(strategy, family) -> regex of the one-line TunelabError `apply` must raise there."""
+
+SMALL_CHECKPOINT = {"lora"}
+"""Strategies whose saved weights must be adapter-sized (under a third of the full model)."""
+
 OVERFIT_STEPS = 80
 """Enough for every family at lr 1e-2 (lora on the tiny BERT needed ~60 with a frozen pooler)."""
 
-CASES = [pytest.param(s, f, id=f"{s}-{f}") for s in STRATEGIES for f in FAMILIES]
+CASES = [
+    pytest.param(s, f, id=f"{s}-{f}")
+    for s in STRATEGIES
+    for f in FAMILIES
+    if (s, f) not in NOT_APPLICABLE
+]
 
 
 def _expected(strategy: str) -> Callable[[str], bool]:
@@ -57,8 +69,7 @@ def _build(strategy: str, family: str, tiny_models: dict[str, Path]):
     torch.manual_seed(0)
     loaded = load_classifier(str(tiny_models[family]), LABELS, attention_dropout=0.0)
     strat = STRATEGIES[strategy]
-    options = dataclasses.asdict(strat.config_cls())
-    model = strat.apply(loaded.model, options, loaded.family)
+    model = strat.build(loaded.model, strat.options(), loaded.family, total_steps=OVERFIT_STEPS)
     tok = loaded.tokenizer
     data = encode_examples(toy_examples(24), tok, LABELS, MAX_LENGTH)
     batch = make_collate(tok)([data[i] for i in range(len(data))])
@@ -137,13 +148,17 @@ def test_loss_falls_when_overfitting_one_batch(strategy, family, tiny_models):
     assert final < 0.5 * initial, f"{strategy}/{family}: loss {initial:.3f} -> {final:.3f}"
 
 
-def _write_marker(folder: Path, family: str, tiny_models: dict[str, Path], kind: str) -> None:
+def _write_marker(
+    folder: Path, strategy: str, family: str, tiny_models: dict[str, Path], kind: str
+) -> None:
     marker = {
         "task": "classification",
         "base_model": str(tiny_models[family]),
         "labels": LABELS,
         "max_length": MAX_LENGTH,
         "weights": kind,
+        "strategy": strategy,
+        "strategy_options": dataclasses.asdict(STRATEGIES[strategy].options()),
     }
     (folder / RUN_MARKER).write_text(json.dumps(marker))
 
@@ -159,7 +174,7 @@ def test_save_and_load_give_identical_logits(strategy, family, tiny_models, tmp_
     plain = tmp_path / "plain"
     plain.mkdir()
     kind = save_model_files(model, tok, plain, merge=False)
-    _write_marker(plain, family, tiny_models, kind)
+    _write_marker(plain, strategy, family, tiny_models, kind)
     loaded, _, marker = load_run(plain)
     assert marker["labels"] == LABELS
     got = _eval_out(loaded, batch).logits
@@ -167,12 +182,16 @@ def test_save_and_load_give_identical_logits(strategy, family, tiny_models, tmp_
 
     if strategy == "lora":
         assert kind == "adapter"
-    if kind == "adapter":
-        assert (plain / "adapter_model.safetensors").is_file()
-        assert not (plain / "model.safetensors").exists(), "adapter run also saved full weights"
-        adapter = (plain / "adapter_model.safetensors").stat().st_size
-        full = (tiny_models[family] / "model.safetensors").stat().st_size
-        assert adapter < full / 3, f"adapter file {adapter} B vs full model {full} B"
+    if kind in ("adapter", "partial"):
+        weights = plain / ("adapter_model.safetensors" if kind == "adapter" else TRAINED_FILE)
+        assert weights.is_file()
+        assert not (plain / "model.safetensors").exists(), f"{kind} run also saved full weights"
+        if strategy in SMALL_CHECKPOINT:
+            size = weights.stat().st_size
+            full = (tiny_models[family] / "model.safetensors").stat().st_size
+            assert size < full / 3, f"{weights.name} {size} B vs full model {full} B"
+    if not STRATEGIES[strategy].can_merge:
+        return
 
     # merged (or full) folders must open with plain transformers, no tunelab or peft involved
     merged = tmp_path / "merged"
@@ -186,3 +205,15 @@ def test_save_and_load_give_identical_logits(strategy, family, tiny_models, tmp_
     assert plain_model.config.id2label == dict(enumerate(LABELS))
     got = _eval_out(plain_model, batch).logits
     assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+
+
+@pytest.mark.parametrize(
+    "strategy,family",
+    [pytest.param(s, f, id=f"{s}-{f}") for s, f in NOT_APPLICABLE] or [pytest.param("", "")],
+)
+def test_inapplicable_strategy_is_a_one_line_error(strategy, family, tiny_models):
+    if not strategy:
+        pytest.skip("every strategy applies to every family")
+    with pytest.raises(TunelabError, match=NOT_APPLICABLE[(strategy, family)]) as info:
+        _build(strategy, family, tiny_models)
+    assert "\n" not in str(info.value)

@@ -223,7 +223,7 @@ def test_short_last_group_of_an_epoch_is_one_step(setup, tmp_path):
         nonlocal steps
         steps += 1
 
-    steps_at_epoch_start: list[int] = []
+    calls: list[tuple[int, int, int]] = []  # (optimizer steps so far, step, epoch)
     model, data, collate = setup(26)
     config = cfg(grad_accum=3, max_steps=None, epochs=2)
     handle = register_optimizer_step_pre_hook(count)
@@ -234,11 +234,12 @@ def test_short_last_group_of_an_epoch_is_one_step(setup, tmp_path):
             collate,
             config,
             tmp_path,
-            on_epoch_start=lambda m, e: steps_at_epoch_start.append(steps),
+            before_step=lambda m, step, epoch: calls.append((steps, step, epoch)),
         )
     finally:
         handle.remove()
-    assert steps_at_epoch_start == [0, 3]
+    # once per optimizer step, before it, with the loop's step and epoch counters
+    assert calls == [(0, 0, 0), (1, 1, 0), (2, 2, 0), (3, 3, 1), (4, 4, 1), (5, 5, 1)]
     assert result.steps == steps == 6
     assert result.epochs == pytest.approx(2.0)
 
@@ -385,17 +386,45 @@ def test_resolve_precision():
         resolve_precision("fp16")
 
 
-def test_on_epoch_start_called_once_per_epoch(setup, tmp_path):
+def test_step_hooks_see_the_model_and_gradients(setup, tmp_path):
     model, data, collate = setup(12)
-    seen: list[tuple[int, bool]] = []
+    before: list[tuple[int, int]] = []
+    after: list[tuple[int, bool]] = []
 
-    def hook(m, epoch):
-        seen.append((epoch, m is model))
+    def before_step(m, step, epoch):
+        assert m is model
+        before.append((step, epoch))
 
-    result = run(model, data, collate, cfg(max_steps=None, epochs=3), tmp_path, on_epoch_start=hook)
-    assert [e for e, _ in seen] == [0, 1, 2]
-    assert all(same for _, same in seen)
+    def after_step(m, step):
+        # gradients are still there (AdaLoRA's rank allocation reads them)
+        after.append((step, all(p.grad is not None for p in m.parameters() if p.requires_grad)))
+
+    result = run(
+        model,
+        data,
+        collate,
+        cfg(max_steps=None, epochs=3),
+        tmp_path,
+        before_step=before_step,
+        after_step=after_step,
+    )
     assert result.steps == 9  # 12 examples / batch 4 = 3 steps per epoch
+    assert before == [(s, s // 3) for s in range(9)]
+    assert after == [(s, True) for s in range(9)]
+
+
+def test_strategy_param_groups_set_the_learning_rates(setup, tmp_path):
+    model, data, collate = setup(8)
+    first = next(p for p in model.parameters())
+
+    def groups(m, lr, weight_decay):
+        rest = [p for p in m.parameters() if p is not first]
+        return [{"params": [first], "lr": 0.0}, {"params": rest, "lr": lr}]
+
+    before = first.detach().clone()
+    run(model, data, collate, cfg(max_steps=2), tmp_path, param_groups=groups)
+    assert torch.equal(first.detach(), before), "a group with lr 0 still moved"
+    assert differing(params(model), params(setup(8)[0])), "no step"
 
 
 def test_empty_training_data_is_a_clear_error(setup, tmp_path):

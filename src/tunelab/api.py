@@ -176,11 +176,20 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
+    view = None
+    if strategy.train_view is not None:
+        view = strategy.train_view(
+            model, options, data, collate, cfg.train.eval_batch_size, not quiet
+        )
+    fit_model, fit_data, fit_collate = (
+        (view.model, view.datasets, view.collate) if view else (model, data, collate)
+    )
+
     def validate(m):
         return evaluate(
             m,
-            data["validation"],
-            collate,
+            fit_data["validation"],
+            fit_collate,
             labels,
             cfg.train.eval_batch_size,
             progress=not quiet,
@@ -190,12 +199,12 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     before, after, groups = strategy.before_step, strategy.after_step, strategy.param_groups
     try:
         result = train(
-            model,
-            data["train"],
-            collate,
+            fit_model,
+            fit_data["train"],
+            fit_collate,
             cfg.train,
             work,
-            evaluate=validate if "validation" in data else None,
+            evaluate=validate if "validation" in fit_data else None,
             before_step=(lambda m, s, e: before(m, options, s, e)) if before else None,
             after_step=(lambda m, s: after(m, options, s)) if after else None,
             param_groups=(lambda m, lr, wd: groups(m, options, lr, wd)) if groups else None,
@@ -207,12 +216,15 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         if not (work / "checkpoint").exists():
             shutil.rmtree(work, ignore_errors=True)
         raise
+    # a strategy's preparation (feature extraction) is part of what its training costs
+    seconds = result.train_seconds + (view.seconds if view else 0.0)
+    samples = result.samples_per_second * result.train_seconds
     metrics: dict[str, Any] = {
         "train": {
             "steps": result.steps,
             "epochs": round(result.epochs, 3),
-            "seconds": round(result.train_seconds, 1),
-            "samples_per_second": round(result.samples_per_second, 2),
+            "seconds": round(seconds, 1),
+            "samples_per_second": round(samples / max(seconds, 1e-9), 2),
             "best_step": result.best_step,
             "best_validation": result.best_metric,
             "stopped_early": result.stopped_early,

@@ -16,6 +16,18 @@ ApplyFn = Callable[[nn.Module, Any, str, int], nn.Module]
 """(model, options, family, total_steps) -> the model to train."""
 
 
+@dataclass
+class TrainView:
+    """What the loop trains instead of the whole model (sharing its parameters)."""
+
+    model: nn.Module
+    datasets: dict[str, Any]
+    """Split name -> dataset of what `model` reads (train, and validation when there is one)."""
+    collate: Callable[[list], dict[str, Any]]
+    seconds: float = 0.0
+    """Time spent preparing the view (e.g. extracting features), counted as training time."""
+
+
 @dataclass(frozen=True)
 class Strategy:
     """A registered strategy.
@@ -41,6 +53,9 @@ class Strategy:
     ones a hook unfreezes later. None: the default decay / no-decay split of trainable ones."""
     can_merge: bool = True
     """Whether `--merge` can fold what trained into plain base weights."""
+    train_view: Callable[..., TrainView | None] | None = None
+    """(model, options, datasets, collate, batch_size, progress) -> a TrainView to train in
+    place of the model on its datasets, or None: e.g. a head on cached backbone features."""
 
     def options(self, values: dict[str, Any] | Any | None = None) -> Any:
         """The options dataclass from a dict (as in a config), or unchanged if already one."""

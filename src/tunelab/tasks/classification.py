@@ -66,7 +66,8 @@ def make_collate(tokenizer):
     return DataCollatorWithPadding(tokenizer, return_tensors="pt")
 
 
-def _autocast(model: nn.Module):
+def autocast_for(model: nn.Module):
+    """bf16 autocast on the model's device where the hardware has native bf16, else none."""
     device = next(model.parameters()).device
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -78,7 +79,8 @@ def _autocast(model: nn.Module):
 def _batches_by_length(
     data: EncodedDataset, collate, batch_size: int, desc: str, progress: bool
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    order = sorted(range(len(data)), key=lambda i: len(data[i]["input_ids"]))
+    # shortest first, so each batch pads little (items without input_ids keep their order)
+    order = sorted(range(len(data)), key=lambda i: len(data[i].get("input_ids", ())))
     for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[s : s + batch_size]
         yield idx, collate([data[i] for i in idx])
@@ -102,7 +104,7 @@ def evaluate(
     device = next(model.parameters()).device
     metrics = ClassificationMetrics(label_names)
     loss_sum, n = 0.0, 0
-    with _autocast(model):
+    with autocast_for(model):
         for _, batch in _batches_by_length(data, collate, batch_size, desc, progress):
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)
@@ -128,7 +130,7 @@ def predict_probs(
     data = EncodedDataset(texts, tokenizer, max_length)
     collate = make_collate(tokenizer)
     out = torch.empty(len(texts), model.config.num_labels)
-    with _autocast(model):
+    with autocast_for(model):
         for idx, batch in _batches_by_length(data, collate, batch_size, "predicting", progress):
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
             out[idx] = logits.float().softmax(-1).cpu()  # (batch, num_labels)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAMILIES, toy_examples
+from tests.conftest import FAMILIES, distinct_features, toy_examples
 from tunelab.errors import TunelabError
 from tunelab.models import HEAD_NAMES, RUN_MARKER, load_classifier
 from tunelab.runfolder import TRAINED_FILE, load_run, save_model_files
@@ -35,13 +35,21 @@ def _is_head_copy(name: str) -> bool:
 EXPECTED_TRAINABLE: dict[str, Callable[[str], bool]] = {
     "full": lambda name: True,
     "lora": lambda name: "lora_" in name or _is_head_copy(name),
+    "features": lambda name: name.split(".")[0] in HEAD_NAMES or ".pooler." in name,
+    "adapter": lambda name: (
+        ".adapter." in name or name.split(".")[0] in HEAD_NAMES or ".pooler." in name
+    ),
 }
 """Strategy -> predicate on a parameter's name: True where that parameter must train."""
 
 NOT_APPLICABLE: dict[tuple[str, str], str] = {}
 """(strategy, family) -> regex of the one-line TunelabError `apply` must raise there."""
 
-SMALL_CHECKPOINT = {"lora"}
+SMALL_CHECKPOINT = {"lora", "features", "adapter"}
+
+FROZEN_BACKBONE = {"features"}
+"""Strategies that learn only from a frozen backbone's features: on the tiny BERT they get a
+backbone whose [CLS] features tell examples apart (see conftest.distinct_features)."""
 """Strategies whose saved weights must be adapter-sized (under a third of the full model)."""
 
 OVERFIT_STEPS = 80
@@ -68,6 +76,8 @@ def _build(strategy: str, family: str, tiny_models: dict[str, Path]):
     """(model with the strategy applied, tokenizer, one collated toy batch)."""
     torch.manual_seed(0)
     loaded = load_classifier(str(tiny_models[family]), LABELS, attention_dropout=0.0)
+    if strategy in FROZEN_BACKBONE and family == "encoder":
+        distinct_features(loaded.model)
     strat = STRATEGIES[strategy]
     model = strat.build(loaded.model, strat.options(), loaded.family, total_steps=OVERFIT_STEPS)
     tok = loaded.tokenizer
@@ -148,12 +158,10 @@ def test_loss_falls_when_overfitting_one_batch(strategy, family, tiny_models):
     assert final < 0.5 * initial, f"{strategy}/{family}: loss {initial:.3f} -> {final:.3f}"
 
 
-def _write_marker(
-    folder: Path, strategy: str, family: str, tiny_models: dict[str, Path], kind: str
-) -> None:
+def _write_marker(folder: Path, strategy: str, base: Path, kind: str) -> None:
     marker = {
         "task": "classification",
-        "base_model": str(tiny_models[family]),
+        "base_model": str(base),
         "labels": LABELS,
         "max_length": MAX_LENGTH,
         "weights": kind,
@@ -174,7 +182,13 @@ def test_save_and_load_give_identical_logits(strategy, family, tiny_models, tmp_
     plain = tmp_path / "plain"
     plain.mkdir()
     kind = save_model_files(model, tok, plain, merge=False)
-    _write_marker(plain, strategy, family, tiny_models, kind)
+    base = tiny_models[family]
+    if strategy in FROZEN_BACKBONE and family == "encoder":
+        # the backbone was changed in memory (see _build): the run's base is that one
+        base = tmp_path / "base"
+        model.save_pretrained(base)
+        tok.save_pretrained(base)
+    _write_marker(plain, strategy, base, kind)
     loaded, _, marker = load_run(plain)
     assert marker["labels"] == LABELS
     got = _eval_out(loaded, batch).logits

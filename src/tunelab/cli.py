@@ -88,6 +88,55 @@ def _finetune_parser(sub) -> None:
             _add_section(p, name, strat.config_cls, f"{name} strategy: {strat.summary}")
 
 
+def _compare_parser(sub) -> None:
+    from tunelab.compare import CompareConfig
+    from tunelab.strategies import STRATEGIES
+
+    p = sub.add_parser(
+        "compare",
+        usage="tunelab compare [CONFIG] [--strategies a,b,c] [--output DIR] [--section.key V]",
+        help="run several strategies on the same data and budget; table + plots",
+        description="Fine-tune every strategy in --strategies on the same data, seed and step "
+        "budget, each in its own process; write a report folder (Markdown + JSON table, "
+        "trade-off plots). Re-running skips finished strategies. CONFIG is a finetune config "
+        "with an optional `compare:` section (strategies, output_dir, latency_examples, "
+        "per-strategy overrides such as a learning rate).",
+        allow_abbrev=False,
+    )
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/compare-*.yaml)")
+    p.add_argument("--config", dest="config_flag", help="same as the CONFIG argument")
+    docs = field_docs(CompareConfig)
+    p.add_argument(
+        "--strategies",
+        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all)",
+    )
+    p.add_argument("--output", help=docs["output_dir"] + " (default: reports/compare)")
+    short = p.add_argument_group("short forms")
+    for flag, key in ALIASES.items():
+        if key.startswith("run."):
+            continue
+        short.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=f"same as --{key}")
+    for name, cls in SECTIONS.items():
+        if name != "run":
+            _add_section(p, name, cls, f"{name} options (shared by every strategy)")
+    for name, strat in STRATEGIES.items():
+        if dataclasses.fields(strat.config_cls):
+            _add_section(p, name, strat.config_cls, f"{name} strategy: {strat.summary}")
+
+
+def _cmd_compare(args: dict) -> None:
+    from tunelab.compare import compare, load_compare_config
+
+    config = args.pop("config", None) or args.pop("config_flag", None)
+    args.pop("config_flag", None)
+    strategies, output = args.pop("strategies", None), args.pop("output", None)
+    cc, base = load_compare_config(config, args, strategies, output)
+    report, rows = compare(cc, base)
+    ok = sum(r["status"] == "ok" for r in rows)
+    print("\n" + (report / "report.md").read_text().split("\n\n", 2)[-1])
+    print(f"{ok} of {len(rows)} strategies finished; report in {report / 'report.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunelab",
@@ -95,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     _finetune_parser(sub)
+    _compare_parser(sub)
 
     p = sub.add_parser(
         "eval",
@@ -210,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
         if a.verb == "finetune":
             _cmd_finetune({k: v for k, v in vars(a).items() if k != "verb"})
+        elif a.verb == "compare":
+            _cmd_compare({k: v for k, v in vars(a).items() if k != "verb"})
         elif a.verb == "eval":
             from tunelab import api
             from tunelab.evaluation.metrics import format_metrics_table

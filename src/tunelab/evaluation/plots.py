@@ -59,3 +59,41 @@ def plot_curves(log_path: Path, out_png: Path, metric: str) -> Path | None:
     plt.close(fig)
     tmp.replace(out_png)
     return out_png
+
+
+def plot_tradeoffs(rows: list[dict], folder: Path) -> list[Path]:
+    """Two scatter plots of a strategy comparison: macro-F1 against trainable parameters (log
+    x) and against training time, each point labelled with its strategy. Returns the PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    axes_spec = [
+        ("trainable_params", "trainable parameters (log scale)", True, "tradeoff-params.png"),
+        ("train_seconds", "training time (s)", False, "tradeoff-time.png"),
+    ]
+    for key, xlabel, logx, name in axes_spec:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        for r in rows:
+            ax.scatter(r[key], r["macro_f1"], s=36)
+            ax.annotate(
+                r["strategy"],
+                (r[key], r["macro_f1"]),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=9,
+            )
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test macro-F1")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"macro-F1 vs {xlabel.split(' (')[0]}")
+        fig.tight_layout()
+        path = folder / name
+        fig.savefig(path)
+        plt.close(fig)
+        out.append(path)
+    return out

@@ -216,6 +216,8 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         if not (work / "checkpoint").exists():
             shutil.rmtree(work, ignore_errors=True)
         raise
+    # a strategy may unfreeze more as it goes (gradual): count what trained by the end
+    trainable = max(trainable, _count_params(model)[0])
     # a strategy's preparation (feature extraction) is part of what its training costs
     seconds = result.train_seconds + (view.seconds if view else 0.0)
     samples = result.samples_per_second * result.train_seconds

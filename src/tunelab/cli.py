@@ -46,7 +46,8 @@ def _add_section(parser: argparse.ArgumentParser, prefix: str, cls: type, title:
             dest=f"{prefix}.{f.name}",
             metavar=f.name.upper(),
             default=argparse.SUPPRESS,
-            help=f"{docs.get(f.name, '')} (default: {_fmt_default(default)})",
+            # argparse formats help with %: a literal one (e.g. "10%") must be doubled
+            help=f"{docs.get(f.name, '')} (default: {_fmt_default(default)})".replace("%", "%%"),
             **kwargs,
         )
 

@@ -45,7 +45,9 @@ def detect_family(config) -> str:
 
     if getattr(config, "is_encoder_decoder", False):
         return "encoder-decoder"
-    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.is_decoder:
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(
+        config, "is_decoder", False
+    ):
         return "encoder"
     return "decoder"
 

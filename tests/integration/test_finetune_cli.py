@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from tests.conftest import toy_examples, write_csv
 from tunelab.cli import main
+from tunelab.strategies import STRATEGIES
 
 
 @pytest.fixture
@@ -152,3 +153,28 @@ def test_same_seed_same_run(tiny_models, toy_split, tmp_path):
         weights.append(load_file(str(out / "toy" / "model.safetensors")))
     assert weights[0].keys() == weights[1].keys()
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_every_strategy_through_the_cli(strategy, tiny_models, toy_split, tmp_path, capsys):
+    """finetune (hooks, param groups, train views included) -> run folder -> predict, and
+    --merge is either honoured or refused in one line."""
+    train, _ = toy_split
+    out = tmp_path / "runs"
+    assert _finetune(tiny_models, train, out, "--strategy", strategy) == 0
+    run = out / "toy"
+    marker = json.loads((run / "tunelab_run.json").read_text())
+    assert marker["strategy"] == strategy
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["steps"] > 0 and metrics["train"]["peak_memory_mib"] > 0
+    capsys.readouterr()
+    assert main(["predict", str(run), "goal team match"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("money", "sport", "tech")
+
+    code = _finetune(tiny_models, train, tmp_path / "merged", "--strategy", strategy, "--merge")
+    if STRATEGIES[strategy].can_merge:
+        assert code == 0
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged" / "toy")
+    else:
+        assert code == 2 and "drop --merge" in capsys.readouterr().err
+        assert not (tmp_path / "merged").exists()

@@ -160,6 +160,18 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     tok, d = loaded.tokenizer, cfg.data
     collate = make_collate(tok)
     data = {k: encode_examples(v, tok, labels, d.max_length) for k, v in splits.items() if v}
+    # virtual tokens (prefix / prompt / ptuning) take positions too: an encoder with learned
+    # absolute positions has only max_position_embeddings of them
+    virtual = getattr(options, "num_virtual_tokens", 0) or 0
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    if virtual and limit and loaded.family == "encoder":
+        longest = max(len(x["input_ids"]) for v in data.values() for x in v.items)
+        if longest + virtual > limit:
+            raise TunelabError(
+                f"{longest} tokens + {virtual} virtual tokens exceed the model's {limit} "
+                f"positions: set --data.max_length {limit - virtual} or fewer "
+                f"--{cfg.strategy}.num_virtual_tokens"
+            )
     name = (
         cfg.run.name
         or f"{cfg.model.name.strip('/').split('/')[-1]}-{cfg.strategy}-"

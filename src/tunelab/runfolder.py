@@ -132,8 +132,10 @@ def load_run(run_dir: str | Path):
     if (run / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        from tunelab.strategies.peft_common import prepare_loaded
+
         base = load_classifier(marker["base_model"], marker["labels"], marker.get("gguf_file"))
-        model = PeftModel.from_pretrained(base.model, run)
+        model = prepare_loaded(PeftModel.from_pretrained(base.model, run))
         return model, load_tokenizer(str(run)), marker
     raise TunelabError(f"{run} has no weights (config.json or adapter_config.json): rerun it")
 

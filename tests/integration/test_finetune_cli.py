@@ -178,3 +178,19 @@ def test_every_strategy_through_the_cli(strategy, tiny_models, toy_split, tmp_pa
     else:
         assert code == 2 and "drop --merge" in capsys.readouterr().err
         assert not (tmp_path / "merged").exists()
+
+
+def test_virtual_tokens_beyond_the_encoders_positions_are_a_one_line_error(
+    tiny_models, toy_split, tmp_path, capsys
+):
+    long_rows = [{**r, "text": " ".join([r["text"]] * 40)} for r in toy_examples(60)]
+    train = write_csv(tmp_path / "long.csv", long_rows)
+    out = tmp_path / "runs"
+    code = _finetune(
+        tiny_models, train, out, "--strategy", "prompt", "--data.max_length", "120",
+        "--prompt.num_virtual_tokens", "20",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "120 tokens + 20 virtual tokens exceed the model's 128" in err
+    assert "--data.max_length 108" in err
+    assert not out.exists() or not any(out.iterdir())

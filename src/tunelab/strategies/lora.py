@@ -9,6 +9,7 @@ from torch import nn
 from tunelab.errors import TunelabError
 from tunelab.models import head_module_names
 from tunelab.strategies.base import Strategy, first_doc_line
+from tunelab.strategies.peft_common import pooler_names
 
 
 @dataclass
@@ -22,11 +23,6 @@ class LoraConfig:
     target_modules: str | None = None
     """Comma-separated module names to adapt, or `all-linear` (default: peft's choice for the
     architecture, e.g. query,value for BERT, q_proj,v_proj for Llama, q,v for T5)."""
-
-
-def pooler_names(model: nn.Module) -> list[str]:
-    """['pooler'] when the model feeds its head through a pooler layer (BERT-style)."""
-    return ["pooler"] if any(n.endswith(".pooler") for n, _ in model.named_modules()) else []
 
 
 def apply(model: nn.Module, options: LoraConfig, family: str, total_steps: int) -> nn.Module:

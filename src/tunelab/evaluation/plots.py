@@ -72,17 +72,18 @@ def plot_tradeoffs(rows: list[dict], folder: Path) -> list[Path]:
     out = []
     axes_spec = [
         ("trainable_params", "trainable parameters (log scale)", True, "tradeoff-params.png"),
-        ("train_seconds", "training time (s)", False, "tradeoff-time.png"),
+        ("train_seconds", "training wall time (s)", False, "tradeoff-time.png"),
     ]
     for key, xlabel, logx, name in axes_spec:
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-        for r in rows:
+        for i, r in enumerate(sorted(rows, key=lambda r: r[key])):
             ax.scatter(r[key], r["macro_f1"], s=36)
+            # neighbours alternate above / below their point so close labels do not overlap
             ax.annotate(
                 r["strategy"],
                 (r[key], r["macro_f1"]),
                 textcoords="offset points",
-                xytext=(5, 4),
+                xytext=(5, 5 if i % 2 == 0 else -12),
                 fontsize=9,
             )
         if logx:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import importlib
 import io
 import json
 import os
@@ -29,6 +30,12 @@ ALIASES = {
     "--seed": "train.seed",
 }
 FLAGS = {"--resume": "run.resume", "--merge": "run.merge"}
+
+# verbs that live in their own module: each has `add_parser(sub)` (cheap: no torch import at
+# module level) and `run(args: argparse.Namespace) -> None`; raise TunelabError for user mistakes
+VERB_MODULES = {
+    # "generate": "tunelab.commands.generate",
+}
 
 
 def _fmt_default(value) -> str:
@@ -149,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     _finetune_parser(sub)
     _compare_parser(sub)
+    for module in VERB_MODULES.values():
+        importlib.import_module(module).add_parser(sub)
 
     p = sub.add_parser(
         "eval",
@@ -262,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     try:
         _quiet_libraries()
-        if a.verb == "finetune":
+        if a.verb in VERB_MODULES:
+            importlib.import_module(VERB_MODULES[a.verb]).run(a)
+        elif a.verb == "finetune":
             _cmd_finetune({k: v for k, v in vars(a).items() if k != "verb"})
         elif a.verb == "compare":
             _cmd_compare({k: v for k, v in vars(a).items() if k != "verb"})

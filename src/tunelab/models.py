@@ -207,3 +207,40 @@ def read_run_marker(run_dir: str | Path) -> dict:
             f"{path} is not a tunelab run folder ({why}): pass a folder written by tunelab finetune"
         )
     return json.loads(marker.read_text())
+
+
+def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32) -> Loaded:
+    """A language model with its LM head, for generation and scoring.
+
+    Decoders load as causal LMs, encoder-decoders as seq2seq LMs; encoders (no generation head)
+    are refused in one line. `name` is anything `resolve_source` accepts.
+
+    Raises:
+        TunelabError: unknown name, an encoder model, or weights that do not load.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    source = resolve_source(name, gguf_file)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as exc:
+        raise TunelabError(
+            f"cannot load model {name!r} ({str(exc).splitlines()[0]}): pass a local folder, a "
+            f".gguf file or an embedded name ({', '.join(EMBEDDED_MODELS)})"
+        ) from None
+    family = detect_family(config)
+    if family == "encoder":
+        raise TunelabError(
+            f"{name} is an encoder ({config.model_type}) and cannot generate text: "
+            "use a decoder or an encoder-decoder model"
+        )
+    auto = AutoModelForSeq2SeqLM if family == "encoder-decoder" else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(source, dtype=dtype)
+    except ValueError as exc:
+        raise TunelabError(
+            f"{config.model_type} has no language-model head in transformers "
+            f"({str(exc).splitlines()[0][:120]}): pick another model"
+        ) from None
+    tok = load_tokenizer(source)
+    return Loaded(model.eval(), tok, family, source)

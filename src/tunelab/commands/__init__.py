@@ -1,0 +1,1 @@
+"""CLI verbs that live in their own modules (registered in tunelab.cli.VERB_MODULES)."""

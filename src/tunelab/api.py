@@ -18,7 +18,9 @@ from tunelab.data.clean import clean_examples
 from tunelab.data.readers import load_examples
 from tunelab.data.split import check_labels, stratified_split
 from tunelab.errors import TunelabError
+from tunelab.generative import finetune_generative  # noqa: F401  (task causal_lm / seq2seq)
 from tunelab.models import load_classifier
+from tunelab.pretrain import pretrain  # noqa: F401  (api.pretrain: see tunelab.pretrain)
 from tunelab.runfolder import finish_run, load_run, newest_partial, partial_dir
 from tunelab.strategies import get_strategy
 from tunelab.tasks.classification import encode_examples, evaluate, make_collate, predict_probs
@@ -96,6 +98,55 @@ def _count_params(model) -> tuple[int, int]:
     return trainable, total
 
 
+def open_workdir(cfg: Config) -> tuple[Path, Path]:
+    """(final run folder, its `.partial` work folder, created with config.yaml in it).
+
+    Raises:
+        TunelabError: the run folder exists, or an unfinished one of that name (not resuming).
+    """
+    import yaml
+
+    out = Path(cfg.run.output_dir)
+    name = (
+        cfg.run.name
+        or f"{cfg.model.name.strip('/').split('/')[-1]}-{cfg.strategy}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    final, work = out / name, partial_dir(out, name)
+    if final.exists():
+        raise TunelabError(f"run folder {final} already exists: pick another --run.name")
+    if work.exists() and not cfg.run.resume:
+        raise TunelabError(
+            f"an unfinished run {name!r} is in {out}: continue it with --resume --name {name}, "
+            f"or delete {work}"
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return final, work
+
+
+def train_metrics(result, model, trainable: int, total: int, view=None) -> dict[str, Any]:
+    """The `train` block of metrics.json from the loop's result (`view`: a strategy's
+    TrainView, whose preparation time counts as training time)."""
+    # a strategy may unfreeze more as it goes (gradual): count what trained by the end
+    trainable = max(trainable, _count_params(model)[0])
+    # a strategy's preparation (feature extraction) is part of what its training costs
+    seconds = result.train_seconds + (view.seconds if view else 0.0)
+    samples = result.samples_per_second * result.train_seconds
+    return {
+        "steps": result.steps,
+        "epochs": round(result.epochs, 3),
+        "seconds": round(seconds, 1),
+        "samples_per_second": round(samples / max(seconds, 1e-9), 2),
+        "best_step": result.best_step,
+        "best_validation": result.best_metric,
+        "stopped_early": result.stopped_early,
+        "trainable_params": trainable,
+        "total_params": total,
+        "peak_memory_mib": peak_memory_mib(),
+    }
+
+
 def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     """Fine-tune a classifier as `cfg` says, test it, save the run folder, classify cfg texts.
 
@@ -121,9 +172,17 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
             for k, v in sec.items()
         }
         cfg = build_config(
-            overrides={**flat, "strategy": saved["strategy"], "run.resume": True, "run.name": name}
+            overrides={
+                **flat,
+                "strategy": saved["strategy"],
+                "task": saved.get("task", "classification"),
+                "run.resume": True,
+                "run.name": name,
+            }
         )
         _say(f"resuming {name} from {work}", quiet)
+    if cfg.task != "classification":
+        return finetune_generative(cfg, quiet)
     strategy = get_strategy(cfg.strategy)
     if cfg.run.merge and not strategy.can_merge:
         raise TunelabError(
@@ -172,21 +231,7 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
                 f"positions: set --data.max_length {limit - virtual} or fewer "
                 f"--{cfg.strategy}.num_virtual_tokens"
             )
-    name = (
-        cfg.run.name
-        or f"{cfg.model.name.strip('/').split('/')[-1]}-{cfg.strategy}-"
-        f"{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    final, work = out / name, partial_dir(out, name)
-    if final.exists():
-        raise TunelabError(f"run folder {final} already exists: pick another --run.name")
-    if work.exists() and not cfg.run.resume:
-        raise TunelabError(
-            f"an unfinished run {name!r} is in {out}: continue it with --resume --name {name}, "
-            f"or delete {work}"
-        )
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    final, work = open_workdir(cfg)
 
     view = None
     if strategy.train_view is not None:
@@ -228,25 +273,7 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         if not (work / "checkpoint").exists():
             shutil.rmtree(work, ignore_errors=True)
         raise
-    # a strategy may unfreeze more as it goes (gradual): count what trained by the end
-    trainable = max(trainable, _count_params(model)[0])
-    # a strategy's preparation (feature extraction) is part of what its training costs
-    seconds = result.train_seconds + (view.seconds if view else 0.0)
-    samples = result.samples_per_second * result.train_seconds
-    metrics: dict[str, Any] = {
-        "train": {
-            "steps": result.steps,
-            "epochs": round(result.epochs, 3),
-            "seconds": round(seconds, 1),
-            "samples_per_second": round(samples / max(seconds, 1e-9), 2),
-            "best_step": result.best_step,
-            "best_validation": result.best_metric,
-            "stopped_early": result.stopped_early,
-            "trainable_params": trainable,
-            "total_params": total,
-            "peak_memory_mib": peak_memory_mib(),
-        },
-    }
+    metrics: dict[str, Any] = {"train": train_metrics(result, model, trainable, total, view)}
     if "test" in data:
         metrics["test"] = evaluate(
             model,

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from tunelab.config import SECTIONS, field_docs
+from tunelab.config import SECTIONS, Config, field_docs
 from tunelab.errors import TunelabError
 
 # short flags for the options people type most; each maps to its full --section.key
@@ -34,7 +34,10 @@ FLAGS = {"--resume": "run.resume", "--merge": "run.merge"}
 # verbs that live in their own module: each has `add_parser(sub)` (cheap: no torch import at
 # module level) and `run(args: argparse.Namespace) -> None`; raise TunelabError for user mistakes
 VERB_MODULES = {
-    # "generate": "tunelab.commands.generate",
+    "pretrain": "tunelab.commands.pretrain",
+    "score": "tunelab.commands.score",
+    "compare-decoding": "tunelab.commands.compare_decoding",
+    "generate": "tunelab.commands.generate",
 }
 
 
@@ -65,7 +68,8 @@ def _finetune_parser(sub) -> None:
     p = sub.add_parser(
         "finetune",
         usage="tunelab finetune [CONFIG] [--strategy NAME] [--section.key VALUE ...]",
-        help="fine-tune a classifier (config YAML + --section.key value overrides)",
+        help="fine-tune a classifier, or with --task causal_lm|seq2seq a generator (config YAML "
+        "+ --section.key value overrides)",
         description="Fine-tune, validate, test and save a run folder. Precedence: defaults < "
         "CONFIG < flags. With no arguments: MiniLM on the embedded BBC News, strategy full.",
         allow_abbrev=False,
@@ -76,6 +80,12 @@ def _finetune_parser(sub) -> None:
         dest="strategy",
         default=argparse.SUPPRESS,
         help=f"fine-tuning strategy: {', '.join(STRATEGIES)} (default: full)",
+    )
+    p.add_argument(
+        "--task",
+        dest="task",
+        default=argparse.SUPPRESS,
+        help=field_docs(Config)["task"] + " (default: classification)",
     )
     short = p.add_argument_group("short forms")
     for flag, key in ALIASES.items():
@@ -161,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="evaluate a run folder on labelled data",
-        description="Accuracy, P/R/F1 and the confusion matrix of RUN on DATA.",
+        help="evaluate a run folder on labelled data (or a generative run on prompt pairs)",
+        description="Accuracy, P/R/F1 and the confusion matrix of RUN on DATA; for a "
+        "causal_lm/seq2seq run (or a language model) BLEU, chrF, ROUGE, exact match, "
+        "distinct-n and reference perplexity of generated outputs on prompt/response pairs.",
     )
     p.add_argument("run", help="a run folder written by tunelab finetune")
     p.add_argument("--data", required=True, help="labelled data (any source finetune accepts)")
@@ -170,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default="label", help="label column (default: label)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     p.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+    importlib.import_module("tunelab.commands.eval_generative").add_args(p)
 
     p = sub.add_parser(
         "predict",
@@ -237,7 +250,9 @@ def _cmd_finetune(args: dict) -> None:
     cfg = api.build_config(config, args)
     result = api.finetune(cfg)
     test = result.metrics.get("test")
-    if test:
+    if test and "labels" not in test:  # a generative run: loss and perplexity per token
+        print("\ntest " + "  ".join(f"{k} {v:.4g}" for k, v in test.items()))
+    elif test:
         print("\ntest metrics\n" + format_metrics_table(test))
     for p in result.predictions:
         print(f"  {p['label']:<14} {p['score']:.3f}  {p['text'][:70]}")
@@ -277,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_finetune({k: v for k, v in vars(a).items() if k != "verb"})
         elif a.verb == "compare":
             _cmd_compare({k: v for k, v in vars(a).items() if k != "verb"})
+        elif a.verb == "eval" and importlib.import_module(
+            "tunelab.commands.eval_generative"
+        ).is_generative(a.run):
+            importlib.import_module("tunelab.commands.eval_generative").run(a)
         elif a.verb == "eval":
             from tunelab import api
             from tunelab.evaluation.metrics import format_metrics_table

@@ -51,6 +51,21 @@ class DataConfig:
     """Unicode normalisation form applied before de-duplication (none to skip)."""
     dedupe: bool = True
     """Drop duplicate texts (keeping the first; conflicting labels drop every copy)."""
+    prompt_column: str = "prompt"
+    """Generative tasks: column (or JSON key) holding the prompt / input text (JSONL rows
+    with chat `messages` need none). Embedded pair sets: chatterbot, news-headlines,
+    django-de, django-fr."""
+    response_column: str = "response"
+    """Generative tasks: column holding the response / target text."""
+    max_target_length: int = 64
+    """seq2seq: tokens of the target (the input gets max_length); causal_lm: unused, max_length
+    covers prompt and response, and the prompt is cut from the left to keep the response."""
+    chat_template: bool = True
+    """causal_lm: format pairs with the tokenizer's chat template when it has one (false:
+    prompt + newline + response + EOS)."""
+    packing: bool = False
+    """causal_lm: pack whole examples into blocks of max_length tokens for training (fewer
+    pad tokens; packed examples attend to the ones before them in their block)."""
 
 
 @dataclass
@@ -133,16 +148,22 @@ class Config:
     """Fine-tuning strategy (see `tunelab finetune --help` for each one's options)."""
     strategy_options: dict[str, Any] = field(default_factory=dict)
     """Options of the chosen strategy (its section in YAML: `lora: {r: 8}`)."""
+    task: str = "classification"
+    """What to train: classification (text -> label), causal_lm (prompt -> response with a
+    decoder: instruction / dialog tuning, loss on the response only) or seq2seq (input ->
+    target with an encoder-decoder; an encoder such as minilm is warm-started as a bert2bert)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict in the YAML layout (strategy options under the strategy's name)."""
         out = {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
         out["strategy"] = self.strategy
         out[self.strategy] = dict(self.strategy_options)
+        out["task"] = self.task
         return out
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+TASKS = ("classification", "causal_lm", "seq2seq")
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -267,15 +288,15 @@ def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] 
             raise TunelabError(f"config file {path} must hold a mapping of sections")
     nested: dict[str, dict[str, Any]] = {}
     for sec, vals in raw.items():
-        if sec == "strategy":
-            nested.setdefault("", {})["strategy"] = vals
+        if sec in ("strategy", "task"):
+            nested.setdefault("", {})[sec] = vals
         elif isinstance(vals, dict):
             nested.setdefault(sec, {}).update(vals)
         else:
             raise TunelabError(f"config section {sec!r} must be a mapping of options")
     for key, val in (overrides or {}).items():
         sec, _, opt = key.rpartition(".")
-        if not sec and opt != "strategy":
+        if not sec and opt not in ("strategy", "task"):
             raise TunelabError(f"option --{key} needs its section, e.g. --train.{key}")
         nested.setdefault(sec, {})[opt] = val
 
@@ -301,6 +322,7 @@ def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] 
             raise TunelabError(f"unknown config section {sec!r}: known ones are {known}")
     strat_opts = _update_dataclass(strat_cls(), nested.get(strategy, {}), strategy)
     cfg.strategy = strategy
+    cfg.task = str(nested.get("", {}).get("task", cfg.task))
     cfg.strategy_options = dataclasses.asdict(strat_opts)
     validate(cfg)
     return cfg
@@ -325,6 +347,8 @@ def validate(cfg: Config) -> None:
         (0 <= t.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
         (d.max_length >= 2, "data.max_length must be at least 2"),
         (d.limit is None or d.limit >= 2, "data.limit must be at least 2"),
+        (cfg.task in TASKS, f"task must be one of {', '.join(TASKS)}, not {cfg.task!r}"),
+        (d.max_target_length >= 1, "data.max_target_length must be at least 1"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -213,13 +213,22 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     """A language model with its LM head, for generation and scoring.
 
     Decoders load as causal LMs, encoder-decoders as seq2seq LMs; encoders (no generation head)
-    are refused in one line. `name` is anything `resolve_source` accepts.
+    are refused in one line. `name` is anything `resolve_source` accepts, or a run folder of a
+    generative fine-tuning (causal_lm / seq2seq) whatever it holds: full weights, the tensors
+    that trained, or a peft adapter (both over the run's base model, see generative.open_run).
 
     Raises:
         TunelabError: unknown name, an encoder model, or weights that do not load.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    run = Path(name).expanduser()
+    if (run / RUN_MARKER).is_file() and not (run / "config.json").is_file():
+        marker = read_run_marker(run)
+        if marker.get("task") in ("causal_lm", "seq2seq"):
+            from tunelab.generative import open_run
+
+            return open_run(run, marker, dtype)
     source = resolve_source(name, gguf_file)
     try:
         config = AutoConfig.from_pretrained(source)

@@ -96,7 +96,8 @@ def finish_run(
 ) -> None:
     """Write the run's files into `work`, drop the checkpoints, and rename it to `final`."""
     kind = save_model_files(model, tokenizer, work, merge)
-    write_json(work / "labels.json", dict(enumerate(marker["labels"])))
+    if "labels" in marker:  # classification runs (generative runs have none)
+        write_json(work / "labels.json", dict(enumerate(marker["labels"])))
     write_json(work / "metrics.json", metrics)
     if (work / "log.jsonl").is_file():
         plot_curves(work / "log.jsonl", work / "curves.png", config["train"]["metric"])

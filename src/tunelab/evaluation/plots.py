@@ -36,7 +36,7 @@ def plot_curves(log_path: Path, out_png: Path, metric: str) -> Path | None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    if evals and all(metric in e for _, e in evals):
+    if metric != "loss" and evals and all(metric in e for _, e in evals):
         right = ax.twinx()
         steps, values = [s for s, _ in evals], [e[metric] for _, e in evals]
         right.plot(steps, values, "s--", color="tab:green", label=f"validation {metric}")

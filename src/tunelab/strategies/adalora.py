@@ -9,7 +9,13 @@ from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Strategy, first_doc_line
-from tunelab.strategies.peft_common import module_names, prepare_loaded, trained_modules, wrap
+from tunelab.strategies.peft_common import (
+    module_names,
+    prepare_loaded,
+    task_type,
+    trained_modules,
+    wrap,
+)
 
 
 @dataclass
@@ -94,7 +100,7 @@ def apply(model: nn.Module, options: AdaLoraOptions, family: str, total_steps: i
 
     def config():
         return peft.AdaLoraConfig(
-            task_type=peft.TaskType.SEQ_CLS,
+            task_type=task_type(model),
             init_r=options.init_r,
             target_r=options.target_r,
             lora_alpha=options.alpha,

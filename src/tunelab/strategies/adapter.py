@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from tunelab.errors import TunelabError
+from tunelab.models import head_module_names
 from tunelab.strategies.base import Strategy, first_doc_line
 from tunelab.strategies.features import head_parameter_names
 
@@ -224,7 +225,8 @@ def apply(model: nn.Module, options: AdapterConfig, family: str, total_steps: in
             f"adapter found no transformer blocks in {type(model).__name__}: this architecture "
             "is not supported, pick another strategy"
         )
-    train = head_parameter_names(model)
+    # a language model (generative tasks) has no new head: only the adapters train
+    train = head_parameter_names(model) if head_module_names(model) else set()
     for p in model.parameters():
         p.requires_grad_(False)
     for stack in stacks:

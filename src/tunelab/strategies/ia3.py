@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from torch import nn
 
 from tunelab.strategies.base import Strategy, first_doc_line
-from tunelab.strategies.peft_common import module_names, prepare_loaded, trained_modules, wrap
+from tunelab.strategies.peft_common import (
+    module_names,
+    prepare_loaded,
+    task_type,
+    trained_modules,
+    wrap,
+)
 
 FFN_OUTPUT_NAMES = ("down_proj", "fc2", "wo", "w2", "dense_4h_to_h", "fc_out")
 """Names that second feed-forward layers go by (Llama, OPT, T5, Mixtral, GPT-NeoX, GPT-J):
@@ -63,7 +69,7 @@ def apply(model: nn.Module, options: Ia3Options, family: str, total_steps: int) 
 
     def config():
         return peft.IA3Config(
-            task_type=peft.TaskType.SEQ_CLS,
+            task_type=task_type(model),
             target_modules=targets,
             feedforward_modules=feedforward,
             modules_to_save=trained_modules(model),

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.models import head_module_names
 from tunelab.strategies.base import Strategy, first_doc_line
-from tunelab.strategies.peft_common import pooler_names
+from tunelab.strategies.peft_common import task_type, trained_modules
 
 
 @dataclass
@@ -43,12 +42,12 @@ def apply(model: nn.Module, options: LoraConfig, family: str, total_steps: int) 
         if model.config.model_type not in mapping:
             targets = "all-linear"
     cfg = peft.LoraConfig(
-        task_type=peft.TaskType.SEQ_CLS,
+        task_type=task_type(model),
         r=options.r,
         lora_alpha=options.alpha,
         lora_dropout=options.dropout,
         target_modules=targets,
-        modules_to_save=head_module_names(model) + pooler_names(model),
+        modules_to_save=trained_modules(model),
     )
     try:
         return peft.get_peft_model(model, cfg)

@@ -29,8 +29,23 @@ def pooler_names(model: nn.Module) -> list[str]:
 
 def trained_modules(model: nn.Module) -> list[str]:
     """Modules trained in full beside the adapter (peft `modules_to_save`): the new head, and a
-    BERT-style pooler, which is part of the head BertForSequenceClassification uses."""
-    return head_module_names(model) + pooler_names(model)
+    BERT-style pooler, which is part of the head BertForSequenceClassification uses. A
+    language model (generative tasks) has no new head: none."""
+    heads = head_module_names(model)
+    return heads + pooler_names(model) if heads else []
+
+
+def task_type(model: nn.Module) -> str:
+    """peft's task type for `model`: SEQ_CLS for a classifier (it has a head tunelab knows),
+    else SEQ_2_SEQ_LM for an encoder-decoder language model and CAUSAL_LM for a decoder one
+    (generative tasks: peft then wraps the LM head's forward and `generate`)."""
+    import peft
+
+    if head_module_names(model):
+        return peft.TaskType.SEQ_CLS
+    if getattr(model.config, "is_encoder_decoder", False):
+        return peft.TaskType.SEQ_2_SEQ_LM
+    return peft.TaskType.CAUSAL_LM
 
 
 def module_names(text: str | None) -> list[str] | str | None:
@@ -70,13 +85,17 @@ def wrap(model: nn.Module, make_config: Callable[[], Any], strategy: str, fix: s
         return peft.get_peft_model(model, make_config())
 
 
-def refuse_encoder_decoder(strategy: str, family: str) -> None:
+def refuse_encoder_decoder(strategy: str, family: str, model: nn.Module | None = None) -> None:
     """Prompt-learning methods cannot drive encoder-decoder classifiers: a one-line error.
+    An encoder-decoder language model (`model` without a classification head: seq2seq
+    fine-tuning) is fine: peft prepends the virtual tokens to its encoder input.
 
     peft feeds them `inputs_embeds` (prompt tuning, P-tuning), which T5- and BART-style
     classifiers refuse because they find the end-of-sequence token to pool from `input_ids`,
     or `past_key_values` (prefix tuning), which they do not take at all.
     """
+    if model is not None and not head_module_names(model):
+        return
     if family == ENCODER_DECODER:
         raise TunelabError(
             f"{strategy} does not work with encoder-decoder models (their classifiers pool at "

@@ -10,6 +10,7 @@ from tunelab.strategies.base import Strategy, first_doc_line
 from tunelab.strategies.peft_common import (
     prepare_loaded,
     refuse_encoder_decoder,
+    task_type,
     trained_modules,
     wrap,
 )
@@ -41,11 +42,11 @@ def apply(model: nn.Module, options: PrefixOptions, family: str, total_steps: in
     """
     import peft
 
-    refuse_encoder_decoder("prefix", family)
+    refuse_encoder_decoder("prefix", family, model)
 
     def config():
         return peft.PrefixTuningConfig(
-            task_type=peft.TaskType.SEQ_CLS,
+            task_type=task_type(model),
             num_virtual_tokens=options.num_virtual_tokens,
             prefix_projection=options.prefix_projection,
             encoder_hidden_size=options.encoder_hidden_size,

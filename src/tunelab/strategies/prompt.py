@@ -11,6 +11,7 @@ from tunelab.strategies.base import Strategy, first_doc_line
 from tunelab.strategies.peft_common import (
     prepare_loaded,
     refuse_encoder_decoder,
+    task_type,
     trained_modules,
     wrap,
 )
@@ -52,7 +53,7 @@ def apply(model: nn.Module, options: PromptOptions, family: str, total_steps: in
     """
     import peft
 
-    refuse_encoder_decoder("prompt", family)
+    refuse_encoder_decoder("prompt", family, model)
     if options.init_text is None and options.init not in INITS:
         raise TunelabError(
             f"unknown prompt.init {options.init!r}: choose {' or '.join(INITS)} "
@@ -70,7 +71,7 @@ def apply(model: nn.Module, options: PromptOptions, family: str, total_steps: in
 
     def config():
         return peft.PromptTuningConfig(
-            task_type=peft.TaskType.SEQ_CLS,
+            task_type=task_type(model),
             num_virtual_tokens=options.num_virtual_tokens,
             modules_to_save=trained_modules(model),
             **init,

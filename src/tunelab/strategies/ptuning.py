@@ -11,6 +11,7 @@ from tunelab.strategies.base import Strategy, first_doc_line
 from tunelab.strategies.peft_common import (
     prepare_loaded,
     refuse_encoder_decoder,
+    task_type,
     trained_modules,
     wrap,
 )
@@ -39,7 +40,7 @@ def apply(model: nn.Module, options: PtuningOptions, family: str, total_steps: i
     """
     import peft
 
-    refuse_encoder_decoder("ptuning", family)
+    refuse_encoder_decoder("ptuning", family, model)
     if options.encoder not in ENCODERS:
         raise TunelabError(
             f"unknown ptuning.encoder {options.encoder!r}: choose {' or '.join(ENCODERS)}"
@@ -47,7 +48,7 @@ def apply(model: nn.Module, options: PtuningOptions, family: str, total_steps: i
 
     def config():
         return peft.PromptEncoderConfig(
-            task_type=peft.TaskType.SEQ_CLS,
+            task_type=task_type(model),
             num_virtual_tokens=options.num_virtual_tokens,
             encoder_hidden_size=options.encoder_hidden_size,
             encoder_reparameterization_type=ENCODERS[options.encoder],

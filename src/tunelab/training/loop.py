@@ -183,6 +183,7 @@ def train(
     t0, seen0 = time.perf_counter() - st["seconds"], st["seen"]
     t_run = time.perf_counter()
     running, micro, group = 0.0, 0, 1
+    window_loss, window_steps = 0.0, 0  # training loss since the last log record
 
     def checkpoint() -> None:
         st["seconds"] = time.perf_counter() - t0
@@ -249,16 +250,19 @@ def train(
             lr = scheduler.get_last_lr()[0]
             bar.update(1)
             bar.set_postfix(loss=f"{running / micro:.4f}", lr=f"{lr:.2e}")
+            # the logged loss is the mean over the steps since the last record, not one batch
+            window_loss, window_steps = window_loss + running / micro, window_steps + 1
             if st["step"] % 10 == 0 or st["step"] == total:
                 elapsed = time.perf_counter() - t_run
                 log.write(
                     {
                         "step": st["step"],
-                        "loss": running / micro,
+                        "loss": window_loss / window_steps,
                         "lr": lr,
                         "samples_per_s": (st["seen"] - seen0) / max(elapsed, 1e-9),
                     }
                 )
+                window_loss, window_steps = 0.0, 0
             running, micro = 0.0, 0
             if last_batch:
                 st["epoch"], st["batch"] = epoch + 1, 0

@@ -1,0 +1,89 @@
+"""Masked language modelling (BERT): 15% of tokens chosen, 80/10/10 corruption (masking.py),
+optional whole-word masking, loss on the chosen positions only.
+
+A checkpoint without an MLM head (the embedded MiniLM is a sentence-embedding model) gets a
+fresh `BertOnlyMLMHead` from `AutoModelForMaskedLM.from_pretrained`, whose decoder weight is
+tied to the word embeddings (transformers ties it, as BERT's own head is).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tunelab.objectives.blocks import BlockDataset, stack_ids
+from tunelab.objectives.corpus import TokenStore
+from tunelab.objectives.masking import (
+    continuation_table,
+    mask_tokens,
+    special_positions,
+    word_ids,
+)
+from tunelab.objectives.options import PretrainConfig
+
+FAMILY = "encoder"
+SENTENCES = False
+
+
+def separator(tok) -> int | None:
+    return tok.sep_token_id
+
+
+def build_model(p: PretrainConfig, tok, source: str | None):
+    from transformers import AutoModelForMaskedLM, BertForMaskedLM
+
+    from tunelab.objectives.presets import bert_config
+
+    if source is None:
+        return BertForMaskedLM(bert_config(p.preset, tok, p.seq_len))
+    return AutoModelForMaskedLM.from_pretrained(source, dtype=torch.float32)
+
+
+def dataset(store: TokenStore, tok, p: PretrainConfig, limit: int | None = None):
+    return BlockDataset(store, p.seq_len, tok.cls_token_id, tok.sep_token_id, limit)
+
+
+class Masker:
+    """Batch -> (masked input_ids, labels) with the tokenizer's specials and options."""
+
+    def __init__(self, tok, p: PretrainConfig, generator: torch.Generator | None = None):
+        self.specials = list(tok.all_special_ids)
+        self.mask_id, self.vocab = tok.mask_token_id, len(tok)
+        self.prob, self.generator = p.mlm_probability, generator
+        self.cont = continuation_table(tok) if p.whole_word_mask else None
+
+    def __call__(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        special = special_positions(ids, self.specials)
+        words = word_ids(ids, special, self.cont) if self.cont is not None else None
+        return mask_tokens(ids, special, self.mask_id, self.vocab, self.prob, self.generator, words)
+
+
+def make_collate(tok, p: PretrainConfig, store: TokenStore, generator=None):
+    masker = Masker(tok, p, generator)
+
+    def collate(examples):
+        inputs, labels = masker(stack_ids(examples))
+        return {"input_ids": inputs, "attention_mask": torch.ones_like(inputs), "labels": labels}
+
+    return collate
+
+
+def mlm_sums(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, int]]:
+    """Summed loss and accuracy over the chosen (label != -100) positions."""
+    chosen = labels != -100
+    n = int(chosen.sum())
+    if n == 0:
+        return {"loss": (0.0, 0), "accuracy": (0.0, 0)}
+    picked = logits[chosen].float()  # (n, vocab)
+    loss = F.cross_entropy(picked, labels[chosen], reduction="sum")
+    correct = (picked.argmax(-1) == labels[chosen]).sum()
+    return {"loss": (loss.item(), n), "accuracy": (correct.item(), n)}
+
+
+def eval_sums(model, batch, generator=None) -> dict[str, tuple[float, int]]:
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    return mlm_sums(out.logits, batch["labels"])
+
+
+def save(model, folder) -> None:
+    model.save_pretrained(folder)

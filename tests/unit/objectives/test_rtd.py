@@ -1,0 +1,53 @@
+"""RTD: discriminator labels are exactly "token differs from the original", embeddings are
+shared, and the loss is generator MLM + 50 x discriminator BCE."""
+
+from __future__ import annotations
+
+import torch
+from transformers import ElectraForMaskedLM, ElectraForPreTraining
+
+from tests.unit.objectives.toy_corpus import toy_documents
+from tunelab.objectives.masking import mask_tokens, special_positions
+from tunelab.objectives.presets import electra_configs
+from tunelab.objectives.rtd import RtdModel, replace_masked
+from tunelab.objectives.tokenizer import train_wordpiece
+
+
+def test_replace_masked_labels_are_differs_from_original():
+    g = torch.Generator().manual_seed(0)
+    vocab = 50
+    ids = torch.randint(5, vocab, (16, 24), generator=g)
+    special = special_positions(ids, [0, 1, 2, 3, 4])
+    inputs, labels = mask_tokens(ids, special, 4, vocab, 0.3, g)
+    # a generator that puts most mass on the original token: some samples equal it
+    logits = torch.randn(16, 24, vocab, generator=g)
+    logits.scatter_(2, ids.unsqueeze(-1), 3.0)
+    out, disc = replace_masked(inputs, labels, logits, g)
+    chosen = labels != -100
+    assert torch.equal(disc, (out != ids).float())
+    assert torch.equal(out[~chosen], inputs[~chosen])  # only chosen positions are resampled
+    same = chosen & (out == ids)
+    assert same.any() and (disc[same] == 0).all()  # sampled == original counts as original
+    assert (disc[chosen & (out != ids)] == 1).all() and (disc[~chosen] == 0).all()
+
+
+def test_shared_embeddings_and_joint_loss():
+    tok = train_wordpiece(iter(toy_documents(20)), 200)
+    d_cfg, g_cfg = electra_configs("tiny", tok, 32, 0.25)
+    assert g_cfg.hidden_size == d_cfg.hidden_size // 4
+    torch.manual_seed(0)
+    model = RtdModel(ElectraForPreTraining(d_cfg), ElectraForMaskedLM(g_cfg), 50.0)
+    gen, disc = model.generator, model.discriminator
+    assert gen.electra.embeddings is disc.electra.embeddings
+    assert gen.generator_lm_head.weight is disc.electra.embeddings.word_embeddings.weight
+    ids = torch.randint(5, len(tok), (4, 32))
+    special = special_positions(ids, tok.all_special_ids)
+    inputs, labels = mask_tokens(ids, special, tok.mask_token_id, len(tok), 0.15)
+    out = model(input_ids=inputs, attention_mask=torch.ones_like(ids), labels=labels)
+    assert torch.allclose(out.loss, out.gen_loss + 50.0 * out.disc_loss)
+    out.loss.backward()
+    assert gen.electra.encoder.layer[0].attention.self.query.weight.grad is not None
+    assert disc.electra.encoder.layer[0].attention.self.query.weight.grad is not None
+    # parameters are counted once: the shared embedding is not duplicated
+    names = [n for n, _ in model.named_parameters() if "word_embeddings" in n]
+    assert names == ["discriminator.electra.embeddings.word_embeddings.weight"]

@@ -38,6 +38,7 @@ VERB_MODULES = {
     "score": "tunelab.commands.score",
     "compare-decoding": "tunelab.commands.compare_decoding",
     "generate": "tunelab.commands.generate",
+    "serve": "tunelab.commands.serve",
 }
 
 

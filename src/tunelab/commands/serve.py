@@ -1,0 +1,158 @@
+"""`tunelab serve RUN_OR_MODEL`: the OpenAI-compatible server (tunelab.serve) under uvicorn.
+
+tunelab serve runs/quickstart                        # classify + embeddings on 127.0.0.1:8000
+tunelab serve smollm2-135m --keys-file keys.txt      # completions, chat, score
+tunelab serve runs/chat --host 0.0.0.0 --port 9000 --rate-limit 60 --mask-pii-in-logs
+
+Every option is a ServeSettings field (its docstring is the --help text). SIGINT / SIGTERM
+stop accepting connections and let in-flight requests finish (up to --graceful-timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import logging
+import signal
+import sys
+
+from tunelab.errors import TunelabError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_parser(sub) -> None:
+    from tunelab.config import field_docs
+    from tunelab.serve.settings import ServeSettings
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP (OpenAI-compatible; classify, embeddings, score)",
+        description="Serve one model: completions, chat completions and score for language "
+        "models; classify for classification runs; embeddings for encoders. API keys, rate "
+        "limits, bounded queues, Prometheus /metrics. See docs/serving.md.",
+        allow_abbrev=False,
+    )
+    p.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, model folder, .gguf or name")
+    docs = field_docs(ServeSettings)
+    for f in dataclasses.fields(ServeSettings):
+        default = "" if f.default is None else f" (default: {f.default})"
+        help_text = f"{docs.get(f.name, '')}{default}".replace("%", "%%")
+        if f.type in ("bool", bool):
+            p.add_argument(_flag(f.name), dest=f.name, action="store_true", help=help_text)
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        p.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            type=kind,
+            default=f.default,
+            metavar="N" if kind is not str else f.name.split("_")[-1].upper(),
+            help=help_text,
+        )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="server log level (default: info)",
+    )
+
+
+def _settings(a: argparse.Namespace):
+    from tunelab.serve.settings import ServeSettings
+
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(ServeSettings)}
+    s = ServeSettings(**values)
+    positive = ("max_request_bytes", "max_queue", "max_batch_size", "max_tokens_limit")
+    for name in ("port", *positive, "max_running"):
+        if getattr(s, name) < (0 if name == "port" else 1):
+            raise TunelabError(f"{_flag(name)} must be positive, got {getattr(s, name)}")
+    if s.request_timeout <= 0 or s.batch_window_ms < 0 or s.rate_limit < 0:
+        raise TunelabError("--request-timeout must be > 0; --batch-window-ms, --rate-limit >= 0")
+    return s
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Stopped(Exception):
+    """SIGTERM after uvicorn's graceful shutdown."""
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise _Stopped
+
+
+def run(a: argparse.Namespace) -> None:
+    import threading
+
+    import uvicorn
+
+    from tunelab.serve import ModelHolder, create_app
+    from tunelab.serve.auth import KeyChecker, read_keys
+    from tunelab.serve.loading import check_source
+    from tunelab.serve.masking import install_log_masking
+
+    settings = _settings(a)
+    check_source(a.model)
+    keys = KeyChecker(read_keys(settings.keys_file))
+    log = logging.getLogger("tunelab")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(a.log_level.upper())
+    if not _is_loopback(settings.host) and not keys.enabled:
+        log.warning(
+            "binding %s without API keys: anyone who can reach this port can use the model "
+            "(pass --keys-file or set TUNELAB_API_KEYS)",
+            settings.host,
+        )
+    holder = ModelHolder(a.model, settings.served_model_name)
+    app = create_app(settings, holder, keys)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=a.log_level,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        access_log=True,
+    )
+    server = uvicorn.Server(config)
+    if settings.mask_pii_in_logs:
+        install_log_masking()
+
+    def _stop_if_load_failed() -> None:
+        holder.ready_event.wait()
+        if holder.error:
+            server.should_exit = True
+
+    threading.Thread(target=_stop_if_load_failed, daemon=True).start()
+    log.info(
+        "serving %s on http://%s:%d (keys: %s)",
+        a.model,
+        settings.host,
+        settings.port,
+        "on" if keys.enabled else "off",
+    )
+    # uvicorn drains in-flight requests on SIGINT/SIGTERM, then re-raises the signal: a
+    # drained server is a clean stop (exit 0), not an interruption
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        server.run()
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    log.info("server stopped")
+    if holder.error:
+        raise TunelabError(f"cannot serve {a.model}: {holder.error}")

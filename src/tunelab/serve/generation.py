@@ -1,0 +1,207 @@
+"""The narrow interface between the completion endpoints and whatever runs generation.
+
+    gen = SerialGenerator(served, max_queue=64, metrics=metrics)
+    events = gen.submit(GenRequest(prompt_ids, opts, timeout=60))  # 429 raised here, at once
+    async for ev in events:        # GenEvent: a text delta, or a choice's finish (or raises)
+        ...
+
+`Generator` is the protocol the endpoints use; `SerialGenerator`, this first version, runs one
+request at a time (its prompts x n choices as one batch of the decoding `Engine`; beam search
+through `tunelab.decoding.generate`) in a worker thread behind a bounded queue; the server uses
+it with `--serial-generation`. The default is `scheduler.ContinuousGenerator` (continuous
+batching) behind the same `submit`. The worker stops a request as soon as its client is gone
+(the async iterator was closed) or its deadline passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from tunelab.decoding import DecodingOptions, generate
+from tunelab.decoding.engine import Engine, Request
+from tunelab.decoding.text import TextTracker
+from tunelab.errors import TunelabError
+from tunelab.serve.batching import deadline_error, queue_full_error
+from tunelab.serve.errors import APIError
+
+log = logging.getLogger("tunelab.serve")
+FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's finish_reason
+
+
+@dataclass
+class GenRequest:
+    prompts: list[list[int]]
+    """Token ids of every prompt."""
+    opts: DecodingOptions
+    """num_return_sequences is the request's n."""
+    timeout: float = 60.0
+    """Seconds from submission until the request is ended with 504."""
+
+
+@dataclass
+class GenEvent:
+    index: int
+    """The choice: prompt i's j-th sequence is i * n + j."""
+    text: str = ""
+    """New text (may be empty on a finish event)."""
+    finish_reason: str | None = None
+    """stop or length once the choice is complete."""
+    tokens: int = 0
+    """Completion tokens of the choice (on its finish event)."""
+
+
+class Generator(Protocol):
+    def submit(self, request: GenRequest) -> AsyncIterator[GenEvent]:
+        """Queue a request; raises APIError 429 at once when the queue is full."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class _Job:
+    request: GenRequest
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue
+    deadline: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancel.set()
+
+
+_STOP = object()
+
+
+class SerialGenerator:
+    """One request at a time in a worker thread; a bounded queue of waiting requests."""
+
+    def __init__(self, served, max_queue: int = 64, metrics=None) -> None:
+        self.model, self.tokenizer = served.model, served.tokenizer
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self._queue: queue.Queue = queue.Queue()
+        self._waiting = 0
+        self._lock = threading.Lock()
+        self._service_s = 1.0  # running mean of a request's time, for Retry-After
+        self._thread = threading.Thread(target=self._work, name="tunelab-generate", daemon=True)
+        self._thread.start()
+
+    def _depth(self, change: int) -> None:
+        with self._lock:
+            self._waiting += change
+            if self.metrics is not None:
+                self.metrics.queue_depth.labels("generate").set(self._waiting)
+
+    def submit(self, request: GenRequest) -> AsyncIterator[GenEvent]:
+        with self._lock:
+            full = self._waiting >= self.max_queue
+        if full:
+            raise queue_full_error("generation", self._service_s * (1 + self._waiting))
+        loop = asyncio.get_running_loop()
+        job = _Job(request, loop, asyncio.Queue(), time.monotonic() + request.timeout)
+        self._depth(+1)
+        self._queue.put(job)
+        return self._events(job)
+
+    async def _events(self, job: _Job) -> AsyncIterator[GenEvent]:
+        try:
+            while True:
+                left = job.deadline - time.monotonic()
+                try:
+                    item = await asyncio.wait_for(job.events.get(), max(left, 0) + 0.5)
+                except TimeoutError:
+                    raise deadline_error(job.request.timeout) from None
+                if item is _STOP:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            job.cancel.set()  # done, failed, timed out or the client left: stop the work
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------------ worker thread
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is _STOP:
+                return
+            self._depth(-1)
+            if job.cancel.is_set():
+                continue
+            t0 = time.perf_counter()
+            try:
+                if time.monotonic() > job.deadline:
+                    job.emit(deadline_error(job.request.timeout))
+                elif job.request.opts.num_beams > 1:
+                    self._beam(job)
+                else:
+                    self._decode(job)
+                job.emit(_STOP)
+            except TunelabError as exc:
+                job.emit(APIError(400, str(exc)))
+            except Exception:  # noqa: BLE001 - the client gets a 500 body, the log the traceback
+                log.exception("generation failed")
+                job.emit(APIError(500, "generation failed: the server log has the details"))
+            finally:
+                if self.metrics is not None:
+                    self.metrics.batch_size.labels("generate").set(0)
+                self._service_s = 0.8 * self._service_s + 0.2 * (time.perf_counter() - t0)
+
+    def _count(self, n: int) -> None:
+        if self.metrics is not None and n:
+            self.metrics.tokens.inc(n)
+
+    def _beam(self, job: _Job) -> None:
+        req = job.request
+        outs = generate(self.model, self.tokenizer, req.prompts, req.opts, batch_size=16)
+        for k, out in enumerate(outs):
+            self._count(len(out.token_ids))
+            job.emit(GenEvent(k, out.text, FINISH[out.finish_reason], len(out.token_ids)))
+
+    def _decode(self, job: _Job) -> None:
+        req, n = job.request, job.request.opts.num_return_sequences
+        rows = len(req.prompts) * n
+        engine = Engine(self.model, self.tokenizer, max_batch=rows, seed=req.opts.seed)
+        opts = replace(req.opts, stop=list(req.opts.stop))
+        index: dict[int, tuple[int, TextTracker]] = {}
+        for i, ids in enumerate(req.prompts):
+            for j in range(n):
+                rid = engine.add(Request(list(ids), opts))
+                index[rid] = (i * n + j, TextTracker(self.tokenizer, opts.stop))
+        if self.metrics is not None:
+            self.metrics.batch_size.labels("generate").set(rows)
+        while engine.has_work():
+            if job.cancel.is_set():
+                return  # the client is gone: free the worker
+            if time.monotonic() > job.deadline:
+                job.emit(deadline_error(req.timeout))
+                return
+            for ev in engine.step():
+                k, tracker = index[ev.request_id]
+                reason = ev.finish_reason
+                if reason != "eos":
+                    tracker.add(ev.token)
+                    self._count(1)
+                if tracker.stopped:
+                    if not ev.finished:
+                        engine.cancel(ev.request_id)
+                    reason = "stop"
+                piece = tracker.delta(final=reason is not None)
+                if piece or reason:
+                    tokens = len(tracker.tokens)
+                    job.emit(GenEvent(k, piece, FINISH[reason] if reason else None, tokens))

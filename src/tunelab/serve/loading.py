@@ -1,0 +1,245 @@
+"""The server's one model: what it is, loaded in a background thread, safetensors only.
+
+`ModelHolder.start()` returns at once, so /health answers while the weights load and /ready
+turns 200 when they are in. What the model can serve follows from what it is:
+
+- a decoder or encoder-decoder (a name, folder, .gguf, or a causal_lm / seq2seq run folder):
+  completions, chat completions and score;
+- a classification run folder: classify, and embeddings from its (fine-tuned) encoder body
+  when the run's family is encoder;
+- a plain encoder (e.g. minilm): embeddings.
+
+Only safetensors weights are loaded: a folder whose weights are only pickle files
+(pytorch_model.bin, *.pt, *.pth, *.ckpt) is refused in one line before transformers sees it,
+and the from_pretrained calls made here pass use_safetensors=True.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import TunelabError
+
+log = logging.getLogger("tunelab.serve")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def require_safetensors(folder: str | Path) -> None:
+    """Raise a one-line TunelabError when `folder` has pickle weights and no safetensors."""
+    path = Path(folder)
+    if not path.is_dir():
+        return  # a hub id (online only): transformers is told use_safetensors=True
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise TunelabError(
+            f"{path} holds only pickle weights ({', '.join(pickles[:3])}), which tunelab serve "
+            "does not load: convert them to safetensors (model.save_pretrained(dir))"
+        )
+
+
+@dataclass
+class Served:
+    """A loaded model and what the server does with it."""
+
+    name: str
+    kind: str
+    """generate, classify or embed."""
+    family: str
+    model: Any
+    tokenizer: Any
+    context: int | None
+    """Most tokens the model can read (max positions), None when it has no fixed limit."""
+    labels: list[str] = field(default_factory=list)
+    max_length: int | None = None
+    """Classification runs: the length inputs are truncated to (as in training)."""
+    encoder: Any = None
+    """The module whose mean-pooled last hidden state is an embedding (None: no embeddings)."""
+
+    @property
+    def endpoints(self) -> list[str]:
+        out = {
+            "generate": ["/v1/completions", "/v1/chat/completions", "/v1/score"],
+            "classify": ["/v1/classify"],
+            "embed": [],
+        }[self.kind]
+        return out + (["/v1/embeddings"] if self.encoder is not None else [])
+
+
+def _context(config, tokenizer) -> int | None:
+    from tunelab.decoding.context import model_window
+
+    window = model_window(config)
+    if window:
+        return window
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
+def _encoder_body(model):
+    """The transformer body of a sequence classifier (peft-wrapped or not)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "base_model", base)
+
+
+def load_served(source: str, name: str | None = None) -> Served:
+    """Load `source` for serving (see the module docstring).
+
+    Raises:
+        TunelabError: not a model, pickle-only weights, or nothing this server can serve.
+    """
+    import torch
+
+    from tunelab.models import RUN_MARKER, detect_family, load_lm, read_run_marker, resolve_source
+
+    path = Path(source).expanduser()
+    name = name or (path.name if path.exists() else source)
+    if (path / RUN_MARKER).is_file():
+        marker = read_run_marker(path)
+        require_safetensors(path)
+        if not (path / "config.json").is_file() and marker.get("base_model"):
+            require_safetensors(resolve_source(marker["base_model"], marker.get("gguf_file")))
+        if marker.get("task") == "classification":
+            from tunelab.runfolder import load_run
+
+            model, tok, marker = load_run(path)
+            model.eval()
+            enc = _encoder_body(model) if marker.get("family") == "encoder" else None
+            return Served(
+                name,
+                "classify",
+                marker.get("family", "encoder"),
+                model,
+                tok,
+                _context(model.config, tok),
+                list(marker["labels"]),
+                marker.get("max_length"),
+                enc,
+            )
+        loaded = load_lm(str(path))
+        return Served(
+            name,
+            "generate",
+            loaded.family,
+            loaded.model,
+            loaded.tokenizer,
+            _context(loaded.model.config, loaded.tokenizer),
+        )
+    folder = resolve_source(source)
+    require_safetensors(folder)
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(folder)
+    family = detect_family(config)
+    if family == "encoder":
+        from tunelab.models import load_tokenizer
+
+        model = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+        tok = load_tokenizer(folder)
+        return Served(
+            name, "embed", family, model.eval(), tok, _context(config, tok), encoder=model
+        )
+    loaded = load_lm(folder)
+    return Served(
+        name,
+        "generate",
+        loaded.family,
+        loaded.model,
+        loaded.tokenizer,
+        _context(loaded.model.config, loaded.tokenizer),
+    )
+
+
+class ModelHolder:
+    """Holds the served model; loads it in a background thread (or takes a loaded one)."""
+
+    def __init__(self, source: str | None = None, name: str | None = None, loader=load_served):
+        self.source = source
+        self.name = name or (Path(source).name if source and Path(source).exists() else source)
+        self.served: Served | None = None
+        self.error: str | None = None
+        self._loader = loader
+        self._thread: threading.Thread | None = None
+        self.ready_event = threading.Event()
+
+    @classmethod
+    def of(cls, served: Served) -> ModelHolder:
+        """A holder that is ready at once (tests, embedding the app in another program)."""
+        holder = cls(None, served.name)
+        holder.served = served
+        holder.ready_event.set()
+        return holder
+
+    @property
+    def ready(self) -> bool:
+        return self.served is not None
+
+    def start(self) -> None:
+        """Begin loading in a daemon thread (no-op when already loaded or loading)."""
+        if self.served is not None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._load, name="tunelab-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.served = self._loader(self.source, self.name)
+            log.info(
+                "model %s loaded (%s, %s) in %.1f s",
+                self.name,
+                self.served.kind,
+                self.served.family,
+                time.perf_counter() - t0,
+            )
+        except TunelabError as exc:
+            self.error = str(exc)
+            log.error("cannot serve %s: %s", self.source, exc)
+        except Exception as exc:  # noqa: BLE001 - reported on /ready, traceback in the log
+            self.error = f"loading failed ({type(exc).__name__}): see the server log"
+            log.exception("loading %s failed", self.source)
+        finally:
+            self.ready_event.set()
+
+
+def check_source(source: str) -> None:
+    """Cheap checks before the server binds (the load itself happens in the background).
+
+    Raises:
+        TunelabError: a missing path, a folder that is not a model, or pickle-only weights.
+    """
+    from tunelab.defaults import EMBEDDED_MODELS
+    from tunelab.models import RUN_MARKER, read_run_marker
+
+    path = Path(source).expanduser()
+    if source in EMBEDDED_MODELS and not path.exists():
+        return
+    if path.is_dir() and (path / RUN_MARKER).is_file():
+        read_run_marker(path)
+        require_safetensors(path)
+        return
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
+            raise TunelabError(
+                f"{path} is not a model folder (no config.json, no .gguf, no {RUN_MARKER}): "
+                "pass a run folder, a Hugging Face model folder or an embedded model name"
+            )
+        if (path / "config.json").is_file():
+            require_safetensors(path)
+        return
+    if path.is_file() and path.suffix == ".gguf":
+        return
+    if path.exists() or source.startswith((".", "/", "~")):
+        raise TunelabError(
+            f"{source} is not a model: pass a run folder, a model folder, a .gguf file or an "
+            f"embedded name ({', '.join(EMBEDDED_MODELS)})"
+        )
+    from tunelab.models import resolve_source
+
+    resolve_source(source)  # raises the one-line error for an unknown or offline name

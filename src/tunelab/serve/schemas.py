@@ -1,0 +1,110 @@
+"""Request bodies in the OpenAI wire format (pydantic), plus tunelab's own endpoints.
+
+Fields OpenAI has and tunelab does not implement (logprobs, echo, suffix, best_of, tools,
+logit_bias, frequency/presence penalties...) are accepted only at their neutral value:
+`unsupported()` names the first one set, and the endpoint answers 400 rather than silently
+ignoring it. Extension fields: top_k, min_p, repetition_penalty, num_beams, length_penalty.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NEUTRAL: dict[str, Any] = {
+    "logprobs": (None, False, 0),
+    "top_logprobs": (None, 0),
+    "echo": (None, False),
+    "suffix": (None, ""),
+    "best_of": (None, 1),
+    "logit_bias": (None, {}),
+    "frequency_penalty": (None, 0, 0.0),
+    "presence_penalty": (None, 0, 0.0),
+    "tools": (None, []),
+    "functions": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}),
+    "dimensions": (None,),
+}
+
+
+class _Body(BaseModel):
+    # clients send fields this server does not know (user, metadata...): keep them, check below
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    """The served model's id (see /v1/models); another id answers 404."""
+
+    def unsupported(self) -> str | None:
+        """The first OpenAI field set to something this server does not implement."""
+        extra = self.model_extra or {}
+        for name, neutral in NEUTRAL.items():
+            if name in extra and extra[name] not in neutral:
+                return name
+        return None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    # extensions (transformers' names)
+    top_k: int = Field(0, ge=0)
+    min_p: float = Field(0.0, ge=0, lt=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    num_beams: int = Field(1, ge=1, le=16)
+    length_penalty: float = 1.0
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(16, ge=1)
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class ClassifyRequest(_Body):
+    input: str | list[str]
+
+
+class EmbeddingsRequest(_Body):
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    normalize: bool = True
+    """Extension: scale every embedding to length 1 (as OpenAI's are); false: the raw mean."""
+
+
+class ScoreRequest(_Body):
+    input: str | list[str]
+    """Texts (or completions, with prompt) to score."""
+    prompt: str | list[str] | None = None
+    """Context for every input (one, or one per input): only the input's tokens are scored."""

@@ -147,6 +147,25 @@ def train_metrics(result, model, trainable: int, total: int, view=None) -> dict[
     }
 
 
+def apply_strategy(strategy, options, loaded, cfg: Config, n_train: int, what: str, quiet: bool):
+    """(model, trainable, total parameters): `loaded.model` with the strategy applied for a run
+    of `n_train` examples; says what trains (`what`: family, task) and refuses nothing to train.
+    """
+    from tunelab.training.loop import plan_steps
+
+    _, total_steps = plan_steps(n_train, cfg.train)
+    model = strategy.build(loaded.model, options, loaded.family, total_steps)
+    trainable, total = _count_params(model)
+    if trainable == 0:
+        raise TunelabError(f"strategy {cfg.strategy} left nothing to train: check its options")
+    _say(
+        f"model {cfg.model.name} ({what}), strategy {cfg.strategy}: training "
+        f"{trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)",
+        quiet,
+    )
+    return model, trainable, total
+
+
 def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     """Fine-tune a classifier as `cfg` says, test it, save the run folder, classify cfg texts.
 
@@ -156,7 +175,7 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     """
     import yaml
 
-    from tunelab.training.loop import plan_steps, train
+    from tunelab.training.loop import train
 
     out = Path(cfg.run.output_dir)
     if cfg.run.resume:
@@ -205,15 +224,8 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     loaded = load_classifier(
         cfg.model.name, labels, cfg.model.gguf_file, cfg.model.attention_dropout
     )
-    _, total_steps = plan_steps(len(splits["train"]), cfg.train)
-    model = strategy.build(loaded.model, options, loaded.family, total_steps)
-    trainable, total = _count_params(model)
-    if trainable == 0:
-        raise TunelabError(f"strategy {cfg.strategy} left nothing to train: check its options")
-    _say(
-        f"model {cfg.model.name} ({loaded.family}), strategy {cfg.strategy}: training "
-        f"{trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)",
-        quiet,
+    model, trainable, total = apply_strategy(
+        strategy, options, loaded, cfg, len(splits["train"]), loaded.family, quiet
     )
 
     tok, d = loaded.tokenizer, cfg.data

@@ -162,11 +162,11 @@ def finetune_generative(cfg: Config, quiet: bool = False):
     """
     from transformers import set_seed
 
-    from tunelab.api import FinetuneResult, _count_params, open_workdir, train_metrics
+    from tunelab.api import FinetuneResult, apply_strategy, open_workdir, train_metrics
     from tunelab.runfolder import finish_run
     from tunelab.strategies import get_strategy
     from tunelab.tasks.causal_lm import has_chat_template
-    from tunelab.training.loop import plan_steps, train
+    from tunelab.training.loop import train
 
     task = cfg.task
     if task not in GENERATIVE_TASKS:
@@ -210,15 +210,8 @@ def finetune_generative(cfg: Config, quiet: bool = False):
             ),
             quiet,
         )
-    _, total_steps = plan_steps(len(data["train"]), cfg.train)
-    model = strategy.build(loaded.model, options, loaded.family, total_steps)
-    trainable, total = _count_params(model)
-    if trainable == 0:
-        raise TunelabError(f"strategy {cfg.strategy} left nothing to train: check its options")
-    _say(
-        f"model {cfg.model.name} ({loaded.family}, {task}), strategy {cfg.strategy}: training "
-        f"{trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)",
-        quiet,
+    model, trainable, total = apply_strategy(
+        strategy, options, loaded, cfg, len(data["train"]), f"{loaded.family}, {task}", quiet
     )
     final, work = open_workdir(cfg)
     hooks = strategy.before_step, strategy.after_step, strategy.param_groups

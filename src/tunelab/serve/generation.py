@@ -66,7 +66,7 @@ class Generator(Protocol):
 
 
 @dataclass
-class _Job:
+class Job:
     request: GenRequest
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
@@ -81,6 +81,26 @@ class _Job:
 
 
 _STOP = object()
+
+
+async def job_events(job: Job, end: object) -> AsyncIterator[GenEvent]:
+    """The events a worker emits for `job` until `end`; raises what it emits as an exception,
+    or the deadline error. However it ends, the job is then cancelled (done, failed, timed
+    out, or the client left), so its worker stops working on it."""
+    try:
+        while True:
+            left = job.deadline - time.monotonic()
+            try:
+                item = await asyncio.wait_for(job.events.get(), max(left, 0) + 0.5)
+            except TimeoutError:
+                raise deadline_error(job.request.timeout) from None
+            if item is end:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        job.cancel.set()
 
 
 class SerialGenerator:
@@ -109,26 +129,10 @@ class SerialGenerator:
         if full:
             raise queue_full_error("generation", self._service_s * (1 + self._waiting))
         loop = asyncio.get_running_loop()
-        job = _Job(request, loop, asyncio.Queue(), time.monotonic() + request.timeout)
+        job = Job(request, loop, asyncio.Queue(), time.monotonic() + request.timeout)
         self._depth(+1)
         self._queue.put(job)
-        return self._events(job)
-
-    async def _events(self, job: _Job) -> AsyncIterator[GenEvent]:
-        try:
-            while True:
-                left = job.deadline - time.monotonic()
-                try:
-                    item = await asyncio.wait_for(job.events.get(), max(left, 0) + 0.5)
-                except TimeoutError:
-                    raise deadline_error(job.request.timeout) from None
-                if item is _STOP:
-                    return
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            job.cancel.set()  # done, failed, timed out or the client left: stop the work
+        return job_events(job, _STOP)
 
     def stop(self) -> None:
         self._queue.put(_STOP)
@@ -166,14 +170,14 @@ class SerialGenerator:
         if self.metrics is not None and n:
             self.metrics.tokens.inc(n)
 
-    def _beam(self, job: _Job) -> None:
+    def _beam(self, job: Job) -> None:
         req = job.request
         outs = generate(self.model, self.tokenizer, req.prompts, req.opts, batch_size=16)
         for k, out in enumerate(outs):
             self._count(len(out.token_ids))
             job.emit(GenEvent(k, out.text, FINISH[out.finish_reason], len(out.token_ids)))
 
-    def _decode(self, job: _Job) -> None:
+    def _decode(self, job: Job) -> None:
         req, n = job.request, job.request.opts.num_return_sequences
         rows = len(req.prompts) * n
         engine = Engine(self.model, self.tokenizer, max_batch=rows, seed=req.opts.seed)

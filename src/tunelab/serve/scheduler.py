@@ -52,7 +52,7 @@ from tunelab.decoding.text import TextTracker
 from tunelab.errors import TunelabError
 from tunelab.serve.batching import deadline_error, queue_full_error
 from tunelab.serve.errors import APIError
-from tunelab.serve.generation import FINISH, GenEvent, GenRequest
+from tunelab.serve.generation import FINISH, GenEvent, GenRequest, Job, job_events
 
 log = logging.getLogger("tunelab.serve")
 _DONE = object()  # end of a request's events
@@ -60,12 +60,7 @@ _STOP = object()  # the worker's shutdown signal
 
 
 @dataclass
-class _Job:
-    request: GenRequest
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue
-    deadline: float
-    cancel: threading.Event = field(default_factory=threading.Event)
+class _Job(Job):
     rows: dict[int, tuple[int, TextTracker]] = field(default_factory=dict)
     """Engine request id -> (choice index, text tracker), for rows still decoding."""
     started: float = 0.0
@@ -79,12 +74,6 @@ class _Job:
         """Beam search, or seeded sampling: decoded on its own, not in the shared batch."""
         o = self.request.opts
         return o.num_beams > 1 or (o.seed is not None and not is_greedy(o))
-
-    def emit(self, item) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            self.cancel.set()
 
 
 class ContinuousGenerator:
@@ -131,23 +120,7 @@ class ContinuousGenerator:
             self._waiting += 1
             self._inbox.put(job)  # under the lock: never behind the shutdown signal
         self._gauge_queue()
-        return self._events(job)
-
-    async def _events(self, job: _Job) -> AsyncIterator[GenEvent]:
-        try:
-            while True:
-                left = job.deadline - time.monotonic()
-                try:
-                    item = await asyncio.wait_for(job.events.get(), max(left, 0) + 0.5)
-                except TimeoutError:
-                    raise deadline_error(job.request.timeout) from None
-                if item is _DONE:
-                    return
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            job.cancel.set()  # done, failed, timed out or the client left: stop the work
+        return job_events(job, _DONE)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Refuse new requests; let the queued and running ones finish (up to `timeout` s)."""

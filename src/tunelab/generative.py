@@ -265,25 +265,13 @@ def finetune_generative(cfg: Config, quiet: bool = False):
 def open_run(run: Path, marker: dict[str, Any], dtype: torch.dtype = torch.float32) -> Loaded:
     """A generative run folder that holds no full weights, ready for generation: its base
     model with the trained tensors copied in (`partial`) or its peft adapter (`adapter`)."""
-    from safetensors.torch import load_file
-
     from tunelab.models import load_tokenizer
-    from tunelab.runfolder import TRAINED_FILE
-    from tunelab.strategies import get_strategy
-    from tunelab.training.checkpoint import load_trainable
+    from tunelab.runfolder import TRAINED_FILE, apply_trained
 
     base = load_base(marker["base_model"], marker["task"], marker.get("gguf_file"), dtype)
     tok = load_tokenizer(str(run))
     if (run / TRAINED_FILE).is_file():
-        strategy = get_strategy(marker["strategy"])
-        model = strategy.build(base.model, marker.get("strategy_options") or {}, base.family, 1)
-        try:
-            load_trainable(model, load_file(str(run / TRAINED_FILE)))
-        except RuntimeError as exc:
-            raise TunelabError(
-                f"{run / TRAINED_FILE} does not fit {marker['base_model']} with strategy "
-                f"{marker['strategy']} ({exc}): was the base model changed since the run?"
-            ) from None
+        model = apply_trained(run, marker, base.model, base.family)
     elif (run / "adapter_config.json").is_file():
         from peft import PeftModel
 

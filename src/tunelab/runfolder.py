@@ -142,15 +142,21 @@ def load_run(run_dir: str | Path):
 
 
 def _load_partial(run: Path, marker: dict[str, Any]) -> nn.Module:
-    """The base model with the run's strategy re-applied and its trained tensors copied in."""
+    """The base classifier with the run's strategy re-applied and its trained tensors in."""
+    base = load_classifier(marker["base_model"], marker["labels"], marker.get("gguf_file"))
+    return apply_trained(run, marker, base.model, base.family).eval()
+
+
+def apply_trained(run: Path, marker: dict[str, Any], base: nn.Module, family: str) -> nn.Module:
+    """`base` with the run's strategy re-applied and the run's trained tensors copied in (runs
+    whose weights are `trained.safetensors`: strategies that train part of a plain model)."""
     from safetensors.torch import load_file
 
     from tunelab.strategies import get_strategy
     from tunelab.training.checkpoint import load_trainable
 
-    base = load_classifier(marker["base_model"], marker["labels"], marker.get("gguf_file"))
     strategy = get_strategy(marker["strategy"])
-    model = strategy.build(base.model, marker.get("strategy_options") or {}, base.family, 1)
+    model = strategy.build(base, marker.get("strategy_options") or {}, family, 1)
     try:
         load_trainable(model, load_file(str(run / TRAINED_FILE)))
     except RuntimeError as exc:
@@ -158,4 +164,4 @@ def _load_partial(run: Path, marker: dict[str, Any]) -> nn.Module:
             f"{run / TRAINED_FILE} does not fit {marker['base_model']} with strategy "
             f"{marker['strategy']} ({exc}): was the base model changed since the run?"
         ) from None
-    return model.eval()
+    return model

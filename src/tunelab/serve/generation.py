@@ -103,6 +103,24 @@ async def job_events(job: Job, end: object) -> AsyncIterator[GenEvent]:
         job.cancel.set()
 
 
+def emit_step(job: Job, ev, k: int, tracker: TextTracker, engine: Engine, count) -> str | None:
+    """Feed one engine StepEvent of choice `k` to its text tracker (stop strings, whole
+    characters) and emit the new text, with the finish when there is one, to `job`; `count`
+    receives the tokens generated. Returns the finish reason, None while the choice goes on."""
+    reason = ev.finish_reason
+    if reason != "eos":
+        tracker.add(ev.token)
+        count(1)
+    if tracker.stopped:
+        if not ev.finished:
+            engine.cancel(ev.request_id)
+        reason = "stop"
+    piece = tracker.delta(final=reason is not None)
+    if piece or reason:
+        job.emit(GenEvent(k, piece, FINISH[reason] if reason else None, len(tracker.tokens)))
+    return reason
+
+
 class SerialGenerator:
     """One request at a time in a worker thread; a bounded queue of waiting requests."""
 
@@ -197,15 +215,4 @@ class SerialGenerator:
                 return
             for ev in engine.step():
                 k, tracker = index[ev.request_id]
-                reason = ev.finish_reason
-                if reason != "eos":
-                    tracker.add(ev.token)
-                    self._count(1)
-                if tracker.stopped:
-                    if not ev.finished:
-                        engine.cancel(ev.request_id)
-                    reason = "stop"
-                piece = tracker.delta(final=reason is not None)
-                if piece or reason:
-                    tokens = len(tracker.tokens)
-                    job.emit(GenEvent(k, piece, FINISH[reason] if reason else None, tokens))
+                emit_step(job, ev, k, tracker, engine, self._count)

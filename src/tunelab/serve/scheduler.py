@@ -52,7 +52,7 @@ from tunelab.decoding.text import TextTracker
 from tunelab.errors import TunelabError
 from tunelab.serve.batching import deadline_error, queue_full_error
 from tunelab.serve.errors import APIError
-from tunelab.serve.generation import FINISH, GenEvent, GenRequest, Job, job_events
+from tunelab.serve.generation import FINISH, GenEvent, GenRequest, Job, emit_step, job_events
 
 log = logging.getLogger("tunelab.serve")
 _DONE = object()  # end of a request's events
@@ -236,19 +236,7 @@ class ContinuousGenerator:
             if job is None or ev.request_id not in job.rows:
                 continue
             k, tracker = job.rows[ev.request_id]
-            reason = ev.finish_reason
-            if reason != "eos":
-                tracker.add(ev.token)
-                self._count(1)
-            if tracker.stopped:
-                if not ev.finished:
-                    engine.cancel(ev.request_id)
-                reason = "stop"
-            piece = tracker.delta(final=reason is not None)
-            if piece or reason:
-                tokens = len(tracker.tokens)
-                job.emit(GenEvent(k, piece, FINISH[reason] if reason else None, tokens))
-            if reason is not None:
+            if emit_step(job, ev, k, tracker, engine, self._count) is not None:
                 del job.rows[ev.request_id]
                 if not job.rows:
                     self._finish(job)

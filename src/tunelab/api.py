@@ -147,6 +147,16 @@ def train_metrics(result, model, trainable: int, total: int, view=None) -> dict[
     }
 
 
+def checked_strategy(cfg: Config):
+    """(strategy, its parsed options) for `cfg`; refuses --merge for one that cannot merge."""
+    strategy = get_strategy(cfg.strategy)
+    if cfg.run.merge and not strategy.can_merge:
+        raise TunelabError(
+            f"strategy {cfg.strategy} cannot be merged into the base weights: drop --merge"
+        )
+    return strategy, strategy.options(cfg.strategy_options)
+
+
 def apply_strategy(strategy, options, loaded, cfg: Config, n_train: int, what: str, quiet: bool):
     """(model, trainable, total parameters): `loaded.model` with the strategy applied for a run
     of `n_train` examples; says what trains (`what`: family, task) and refuses nothing to train.
@@ -202,12 +212,7 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         _say(f"resuming {name} from {work}", quiet)
     if cfg.task != "classification":
         return finetune_generative(cfg, quiet)
-    strategy = get_strategy(cfg.strategy)
-    if cfg.run.merge and not strategy.can_merge:
-        raise TunelabError(
-            f"strategy {cfg.strategy} cannot be merged into the base weights: drop --merge"
-        )
-    options = strategy.options(cfg.strategy_options)
+    strategy, options = checked_strategy(cfg)
     splits = load_splits(cfg, quiet)
     labels = check_labels(splits["train"])
     _say(

@@ -46,11 +46,18 @@ def _fmt_default(value) -> str:
     return "none" if value is None else str(value)
 
 
-def _add_section(parser: argparse.ArgumentParser, prefix: str, cls: type, title: str) -> None:
+def add_section(parser: argparse.ArgumentParser, prefix: str, section, title: str) -> None:
+    """--prefix.key options for the fields of an options dataclass, with the attribute
+    docstrings as help; `section` is the class, or an instance whose values are the defaults
+    (a verb whose defaults differ, e.g. pretrain's train section)."""
     group = parser.add_argument_group(title)
+    cls = section if isinstance(section, type) else type(section)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if not isinstance(section, type):
+            default = getattr(section, f.name)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kwargs = {"nargs": "+"} if isinstance(default, list) else {}
         group.add_argument(
             f"--{prefix}.{f.name}",
@@ -60,6 +67,31 @@ def _add_section(parser: argparse.ArgumentParser, prefix: str, cls: type, title:
             # argparse formats help with %: a literal one (e.g. "10%") must be doubled
             help=f"{docs.get(f.name, '')} (default: {_fmt_default(default)})".replace("%", "%%"),
             **kwargs,
+        )
+
+
+def add_short_forms(
+    parser: argparse.ArgumentParser,
+    aliases: dict[str, str],
+    switches: dict[str, str],
+    choices: dict[str, list[str]] | None = None,
+) -> None:
+    """Short flags: `aliases` take a value for their --section.key, `switches` set theirs to
+    true; `choices` restricts some aliases' values."""
+    short = parser.add_argument_group("short forms")
+    for flag, key in aliases.items():
+        extra = {"choices": choices[flag]} if choices and flag in choices else {}
+        short.add_argument(
+            flag, dest=key, default=argparse.SUPPRESS, help=f"same as --{key}", **extra
+        )
+    for flag, key in switches.items():
+        short.add_argument(
+            flag,
+            dest=key,
+            action="store_const",
+            const="true",
+            default=argparse.SUPPRESS,
+            help=f"same as --{key} true",
         )
 
 
@@ -88,18 +120,7 @@ def _finetune_parser(sub) -> None:
         default=argparse.SUPPRESS,
         help=field_docs(Config)["task"] + " (default: classification)",
     )
-    short = p.add_argument_group("short forms")
-    for flag, key in ALIASES.items():
-        short.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=f"same as --{key}")
-    for flag, key in FLAGS.items():
-        short.add_argument(
-            flag,
-            dest=key,
-            action="store_const",
-            const="true",
-            default=argparse.SUPPRESS,
-            help=f"same as --{key} true",
-        )
+    add_short_forms(p, ALIASES, FLAGS)
     _add_option_sections(p, SECTIONS, "options")
 
 
@@ -108,10 +129,10 @@ def _add_option_sections(p: argparse.ArgumentParser, sections: dict, title: str)
     from tunelab.strategies import STRATEGIES
 
     for name, cls in sections.items():
-        _add_section(p, name, cls, f"{name} {title}")
+        add_section(p, name, cls, f"{name} {title}")
     for name, strat in STRATEGIES.items():
         if dataclasses.fields(strat.config_cls):
-            _add_section(p, name, strat.config_cls, f"{name} strategy: {strat.summary}")
+            add_section(p, name, strat.config_cls, f"{name} strategy: {strat.summary}")
 
 
 def _compare_parser(sub) -> None:

@@ -240,7 +240,9 @@ def parse_value(raw: Any, tp: Any, key: str) -> Any:
     raise TunelabError(f"{key} expects {name}, got {raw!r}: fix the value in the config or flag")
 
 
-def _update_dataclass(obj: Any, values: dict[str, Any], section: str) -> Any:
+def update_dataclass(obj: Any, values: dict[str, Any], section: str) -> Any:
+    """A copy of the options dataclass `obj` with `values` parsed in (one-line error for an
+    unknown key or a bad value; `section` names them)."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     hints = typing.get_type_hints(type(obj))
     changes = {}
@@ -307,7 +309,7 @@ def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] 
         if sec == "":
             continue
         if sec in SECTIONS:
-            setattr(cfg, sec, _update_dataclass(getattr(cfg, sec), vals, sec))
+            setattr(cfg, sec, update_dataclass(getattr(cfg, sec), vals, sec))
         elif sec == strategy:
             continue
         else:
@@ -320,7 +322,7 @@ def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] 
                 )
             known = ", ".join([*SECTIONS, "strategy", *STRATEGIES])
             raise TunelabError(f"unknown config section {sec!r}: known ones are {known}")
-    strat_opts = _update_dataclass(strat_cls(), nested.get(strategy, {}), strategy)
+    strat_opts = update_dataclass(strat_cls(), nested.get(strategy, {}), strategy)
     cfg.strategy = strategy
     cfg.task = str(nested.get("", {}).get("task", cfg.task))
     cfg.strategy_options = dataclasses.asdict(strat_opts)

@@ -162,9 +162,14 @@ def finetune_generative(cfg: Config, quiet: bool = False):
     """
     from transformers import set_seed
 
-    from tunelab.api import FinetuneResult, apply_strategy, open_workdir, train_metrics
+    from tunelab.api import (
+        FinetuneResult,
+        apply_strategy,
+        checked_strategy,
+        open_workdir,
+        train_metrics,
+    )
     from tunelab.runfolder import finish_run
-    from tunelab.strategies import get_strategy
     from tunelab.tasks.causal_lm import has_chat_template
     from tunelab.training.loop import train
 
@@ -181,12 +186,7 @@ def finetune_generative(cfg: Config, quiet: bool = False):
             "run.predict classifies texts: generate with the finished run folder instead"
         )
     cfg = _lm_metric(cfg)
-    strategy = get_strategy(cfg.strategy)
-    if cfg.run.merge and not strategy.can_merge:
-        raise TunelabError(
-            f"strategy {cfg.strategy} cannot be merged into the base weights: drop --merge"
-        )
-    options = strategy.options(cfg.strategy_options)
+    strategy, options = checked_strategy(cfg)
     splits = load_pair_splits(cfg, quiet)
     _say("split: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()), quiet)
 

@@ -133,6 +133,19 @@ def resolve_source(name: str, gguf_file: str | None = None) -> str:
     return name
 
 
+def load_config(name: str, source: str):
+    """The transformers config of resolved `source` (asked for as `name`), or a one-line error."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as exc:
+        raise TunelabError(
+            f"cannot load model {name!r} ({str(exc).splitlines()[0]}): pass a local folder, a "
+            f".gguf file or an embedded name ({', '.join(EMBEDDED_MODELS)})"
+        ) from None
+
+
 def load_tokenizer(source: str):
     """The tokenizer of `source`, with a pad token (decoders often lack one: reuse EOS)."""
     from transformers import AutoTokenizer
@@ -163,16 +176,10 @@ def load_classifier(
     Raises:
         TunelabError: unknown name, offline hub id, or an architecture with no classifier.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     source = resolve_source(name, gguf_file)
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except OSError as exc:
-        raise TunelabError(
-            f"cannot load model {name!r} ({str(exc).splitlines()[0]}): pass a local folder, a "
-            f".gguf file or an embedded name ({', '.join(EMBEDDED_MODELS)})"
-        ) from None
+    config = load_config(name, source)
     tok = load_tokenizer(source)
     id2label = dict(enumerate(label_names))
     config.num_labels = len(label_names)
@@ -220,7 +227,7 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     Raises:
         TunelabError: unknown name, an encoder model, or weights that do not load.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     run = Path(name).expanduser()
     if (run / RUN_MARKER).is_file() and not (run / "config.json").is_file():
@@ -230,13 +237,7 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
 
             return open_run(run, marker, dtype)
     source = resolve_source(name, gguf_file)
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except OSError as exc:
-        raise TunelabError(
-            f"cannot load model {name!r} ({str(exc).splitlines()[0]}): pass a local folder, a "
-            f".gguf file or an embedded name ({', '.join(EMBEDDED_MODELS)})"
-        ) from None
+    config = load_config(name, source)
     family = detect_family(config)
     if family == "encoder":
         raise TunelabError(

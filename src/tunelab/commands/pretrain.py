@@ -27,6 +27,7 @@ SWITCHES = {"--resume": "run.resume", "--whole-word-mask": "pretrain.whole_word_
 
 
 def add_parser(sub) -> None:
+    from tunelab.cli import add_section, add_short_forms
     from tunelab.objectives.options import OBJECTIVES, PretrainRun
 
     p = sub.add_parser(
@@ -40,46 +41,10 @@ def add_parser(sub) -> None:
         allow_abbrev=False,
     )
     p.add_argument("config", nargs="?", help="YAML config file (see configs/pretrain-*.yaml)")
-    short = p.add_argument_group("short forms")
-    for flag, key in SHORT.items():
-        extra = {"choices": OBJECTIVES} if flag == "--objective" else {}
-        short.add_argument(
-            flag, dest=key, default=argparse.SUPPRESS, help=f"same as --{key}", **extra
-        )
-    for flag, key in SWITCHES.items():
-        short.add_argument(
-            flag,
-            dest=key,
-            action="store_const",
-            const="true",
-            default=argparse.SUPPRESS,
-            help=f"same as --{key} true",
-        )
+    add_short_forms(p, SHORT, SWITCHES, {"--objective": list(OBJECTIVES)})
     defaults = PretrainRun()
     for name in ("corpus", "pretrain", "train", "run"):
-        _add_section(p, name, getattr(defaults, name))
-
-
-def _add_section(p: argparse.ArgumentParser, prefix: str, section) -> None:
-    """--prefix.key options with this verb's defaults (the train section's differ from
-    finetune's) and the dataclass attribute docstrings as help."""
-    import dataclasses
-
-    from tunelab.config import field_docs
-
-    group = p.add_argument_group(f"{prefix} options")
-    docs = field_docs(type(section))
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        default = "none" if value is None else str(value)
-        group.add_argument(
-            f"--{prefix}.{f.name}",
-            dest=f"{prefix}.{f.name}",
-            metavar=f.name.upper(),
-            default=argparse.SUPPRESS,
-            nargs="+" if isinstance(value, list) else None,
-            help=f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%"),
-        )
+        add_section(p, name, getattr(defaults, name), f"{name} options")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -8,14 +8,13 @@ TrainConfig, with pre-training defaults) and `run` (the shared RunConfig).
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tunelab.config import RunConfig, TrainConfig, parse_value
+from tunelab.config import RunConfig, TrainConfig, update_dataclass
 from tunelab.errors import TunelabError
 
 OBJECTIVES = ("clm", "mlm", "nsp", "mlm+nsp", "rtd")
@@ -99,19 +98,6 @@ SECTIONS: dict[str, type] = {
 }
 
 
-def _update(obj: Any, values: dict[str, Any], section: str) -> Any:
-    names = {f.name for f in dataclasses.fields(obj)}
-    hints = typing.get_type_hints(type(obj))
-    changes = {}
-    for key, raw in values.items():
-        if key not in names:
-            raise TunelabError(
-                f"unknown option {section}.{key}: known ones are {', '.join(sorted(names))}"
-            )
-        changes[key] = parse_value(raw, hints[key], f"{section}.{key}")
-    return dataclasses.replace(obj, **changes)
-
-
 def build_pretrain_config(
     yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> PretrainRun:
@@ -142,7 +128,7 @@ def build_pretrain_config(
             raise TunelabError(
                 f"unknown config section {sec!r}: known ones are {', '.join(SECTIONS)}"
             )
-        setattr(cfg, sec, _update(getattr(cfg, sec), vals, sec))
+        setattr(cfg, sec, update_dataclass(getattr(cfg, sec), vals, sec))
     validate(cfg)
     return cfg
 

@@ -170,7 +170,7 @@ def pretrain(cfg: PretrainRun, quiet: bool = False) -> PretrainResult:
 
     set_seed(cfg.train.seed)
     model = obj.build_model(p, tok, source)
-    core = getattr(model, "discriminator", model)  # rtd: the model that is kept
+    core = getattr(model, "kept", model)  # the model the run folder holds
     vocab = core.get_input_embeddings().num_embeddings
     if len(tok) > vocab:
         raise TunelabError(

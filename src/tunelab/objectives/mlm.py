@@ -3,7 +3,8 @@ optional whole-word masking, loss on the chosen positions only.
 
 A checkpoint without an MLM head (the embedded MiniLM is a sentence-embedding model) gets a
 fresh `BertOnlyMLMHead` from `AutoModelForMaskedLM.from_pretrained`, whose decoder weight is
-tied to the word embeddings (transformers ties it, as BERT's own head is).
+tied to the word embeddings (transformers ties it, as BERT's own head is). The model trains
+wrapped in `heads.MaskedLM`: its output layer runs at the chosen positions only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from tunelab.objectives.blocks import BlockDataset, stack_ids
 from tunelab.objectives.corpus import TokenStore
+from tunelab.objectives.heads import MaskedLM
 from tunelab.objectives.masking import (
     continuation_table,
     mask_tokens,
@@ -35,8 +37,8 @@ def build_model(p: PretrainConfig, tok, source: str | None):
     from tunelab.objectives.presets import bert_config
 
     if source is None:
-        return BertForMaskedLM(bert_config(p.preset, tok, p.seq_len))
-    return AutoModelForMaskedLM.from_pretrained(source, dtype=torch.float32)
+        return MaskedLM(BertForMaskedLM(bert_config(p.preset, tok, p.seq_len)))
+    return MaskedLM(AutoModelForMaskedLM.from_pretrained(source, dtype=torch.float32))
 
 
 def dataset(store: TokenStore, tok, p: PretrainConfig, limit: int | None = None):
@@ -69,21 +71,20 @@ def make_collate(tok, p: PretrainConfig, store: TokenStore, generator=None):
 
 
 def mlm_sums(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, int]]:
-    """Summed loss and accuracy over the chosen (label != -100) positions."""
-    chosen = labels != -100
-    n = int(chosen.sum())
+    """Summed loss and accuracy of the logits (n, vocab) at the chosen positions, labels (n,)."""
+    n = len(labels)
     if n == 0:
         return {"loss": (0.0, 0), "accuracy": (0.0, 0)}
-    picked = logits[chosen].float()  # (n, vocab)
-    loss = F.cross_entropy(picked, labels[chosen], reduction="sum")
-    correct = (picked.argmax(-1) == labels[chosen]).sum()
+    logits = logits.float()
+    loss = F.cross_entropy(logits, labels, reduction="sum")
+    correct = (logits.argmax(-1) == labels).sum()
     return {"loss": (loss.item(), n), "accuracy": (correct.item(), n)}
 
 
-def eval_sums(model, batch, generator=None) -> dict[str, tuple[float, int]]:
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    return mlm_sums(out.logits, batch["labels"])
+def eval_sums(model: MaskedLM, batch, generator=None) -> dict[str, tuple[float, int]]:
+    out = model(**batch)
+    return mlm_sums(out.logits, out.labels)
 
 
-def save(model, folder) -> None:
-    model.save_pretrained(folder)
+def save(model: MaskedLM, folder) -> None:
+    model.model.save_pretrained(folder)

@@ -6,7 +6,8 @@ with probability 0.5 segment B is the true continuation (the sentences right aft
 same document) and otherwise a run of sentences from a random other document. The pair is
 `[CLS] A [SEP] B [SEP]` with token types 0/1; label 0 = "B follows A", 1 = random, as in
 transformers' `next_sentence_label`. For `mlm+nsp` the pair is then masked as in mlm.py and
-the model (`BertForPreTraining`) sums both losses, as BERT does.
+the model (`BertForPreTraining`, wrapped in `MlmNsp` so that its MLM output layer runs at the
+masked positions only: heads.py) sums both losses, as BERT does.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
 
 from tunelab.errors import TunelabError
 from tunelab.objectives.corpus import TokenStore
+from tunelab.objectives.heads import masked_logits, mean_cross_entropy
 from tunelab.objectives.mlm import Masker, mlm_sums
 from tunelab.objectives.options import PretrainConfig
 
@@ -129,14 +134,50 @@ def encode_pairs(pairs: list[Pair], store: TokenStore, tok, seq_len: int) -> dic
     return {"input_ids": ids, "token_type_ids": tt, "attention_mask": mask, "nsp": labels}
 
 
+@dataclass
+class MlmNspOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None  # (n_chosen, vocab)
+    mlm_labels: torch.Tensor | None = None  # (n_chosen,)
+    nsp_logits: torch.Tensor | None = None
+
+
+class MlmNsp(nn.Module):
+    """`BertForPreTraining` with the MLM output layer at masked positions only; loss = MLM
+    cross-entropy + NSP cross-entropy, as `BertForPreTraining` computes it."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def kept(self):
+        return self.model
+
+    def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label):
+        logits, target, enc = masked_logits(
+            self.model,
+            labels,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+        )
+        nsp_logits = self.model.cls.seq_relationship(enc.pooler_output)
+        loss = mean_cross_entropy(logits, target) + F.cross_entropy(
+            nsp_logits.float(), next_sentence_label
+        )
+        return MlmNspOutput(loss=loss, mlm_logits=logits, mlm_labels=target, nsp_logits=nsp_logits)
+
+
 def build_model(p: PretrainConfig, tok, source: str | None):
     from transformers import BertForNextSentencePrediction, BertForPreTraining
 
     from tunelab.objectives.presets import bert_config
 
     cls = BertForPreTraining if p.objective == "mlm+nsp" else BertForNextSentencePrediction
+    wrap = MlmNsp if p.objective == "mlm+nsp" else (lambda m: m)
     if source is None:
-        return cls(bert_config(p.preset, tok, p.seq_len))
+        return wrap(cls(bert_config(p.preset, tok, p.seq_len)))
     from transformers import AutoConfig
 
     kind = AutoConfig.from_pretrained(source).model_type
@@ -144,7 +185,7 @@ def build_model(p: PretrainConfig, tok, source: str | None):
         raise TunelabError(
             f"{p.objective} needs a BERT model, {source} is {kind}: use --objective mlm or rtd"
         )
-    return cls.from_pretrained(source, dtype=torch.float32)
+    return wrap(cls.from_pretrained(source, dtype=torch.float32))
 
 
 def dataset(store: TokenStore, tok, p: PretrainConfig, limit: int | None = None):
@@ -167,17 +208,13 @@ def make_collate(tok, p: PretrainConfig, store: TokenStore, generator=None):
 
 
 def eval_sums(model, batch, generator=None) -> dict[str, tuple[float, int]]:
-    out = model(
-        input_ids=batch["input_ids"],
-        token_type_ids=batch["token_type_ids"],
-        attention_mask=batch["attention_mask"],
-    )
     if "next_sentence_label" in batch:
-        nsp_logits, nsp = out.seq_relationship_logits.float(), batch["next_sentence_label"]
-        sums = mlm_sums(out.prediction_logits, batch["labels"])
-        sums = {f"mlm_{k}": v for k, v in sums.items()}
+        out = model(**batch)
+        nsp_logits, nsp = out.nsp_logits.float(), batch["next_sentence_label"]
+        sums = {f"mlm_{k}": v for k, v in mlm_sums(out.mlm_logits, out.mlm_labels).items()}
     else:
-        nsp_logits, nsp, sums = out.logits.float(), batch["labels"], {}
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        nsp_logits, nsp, sums = model(**inputs).logits.float(), batch["labels"], {}
     n = len(nsp)
     loss = torch.nn.functional.cross_entropy(nsp_logits, nsp, reduction="sum").item()
     sums["nsp_loss"] = (loss, n)
@@ -186,4 +223,4 @@ def eval_sums(model, batch, generator=None) -> dict[str, tuple[float, int]]:
 
 
 def save(model, folder) -> None:
-    model.save_pretrained(folder)
+    getattr(model, "kept", model).save_pretrained(folder)

@@ -7,7 +7,8 @@ generator's output layer is tied to the same word embeddings); the generator is
 `generator_fraction` of the discriminator's hidden size and projects up from the shared
 embedding width. The sampling carries no gradient. A sampled token that equals the original
 counts as original, so the discriminator's labels are exactly `input != original`. Loss =
-generator MLM loss + `rtd_weight` (50, as ELECTRA) x discriminator binary cross-entropy.
+generator MLM loss + `rtd_weight` (50, as ELECTRA) x discriminator binary cross-entropy. The
+generator's output layer runs at the masked positions only (heads.py), as in ELECTRA's code.
 
 The run folder holds the discriminator (`ElectraForPreTraining`: `tunelab finetune --model
 RUN` and `AutoModelForSequenceClassification` open it) and the generator in `generator/`.
@@ -24,6 +25,7 @@ from transformers.utils import ModelOutput
 
 from tunelab.errors import TunelabError
 from tunelab.objectives import mlm
+from tunelab.objectives.heads import masked_logits, mean_cross_entropy
 from tunelab.objectives.options import PretrainConfig
 
 FAMILY = "encoder"
@@ -39,12 +41,13 @@ def replace_masked(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(discriminator input_ids, labels): chosen positions (labels != -100) get a token sampled
-    from the generator's softmax; label 1.0 where the result differs from the original token."""
+    from the generator's softmax (`gen_logits`: (n_chosen, vocab), in row-major order of the
+    chosen positions); label 1.0 where the result differs from the original token."""
     chosen = labels != -100
     original = torch.where(chosen, labels, inputs)
     out = inputs.clone()
     if chosen.any():
-        probs = torch.softmax(gen_logits[chosen].detach().float(), dim=-1)  # (n_chosen, vocab)
+        probs = torch.softmax(gen_logits.detach().float(), dim=-1)
         out[chosen] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return out, (out != original).float()
 
@@ -54,7 +57,8 @@ class RtdOutput(ModelOutput):
     loss: torch.Tensor | None = None
     gen_loss: torch.Tensor | None = None
     disc_loss: torch.Tensor | None = None
-    gen_logits: torch.Tensor | None = None
+    gen_logits: torch.Tensor | None = None  # (n_chosen, vocab)
+    gen_labels: torch.Tensor | None = None  # (n_chosen,)
     disc_logits: torch.Tensor | None = None
     disc_labels: torch.Tensor | None = None
 
@@ -71,6 +75,11 @@ class RtdModel(nn.Module):
         generator.electra.embeddings = shared
         generator.generator_lm_head.weight = shared.word_embeddings.weight
 
+    @property
+    def kept(self):
+        """The model the run folder holds (the generator goes to `generator/`)."""
+        return self.discriminator
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -79,13 +88,15 @@ class RtdModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         sample_generator: torch.Generator | None = None,
     ) -> RtdOutput:
-        g = self.generator(
+        gen_logits, gen_labels, _ = masked_logits(
+            self.generator,
+            labels,
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
-            labels=labels,
         )
-        disc_inputs, disc_labels = replace_masked(input_ids, labels, g.logits, sample_generator)
+        gen_loss = mean_cross_entropy(gen_logits, gen_labels)
+        disc_inputs, disc_labels = replace_masked(input_ids, labels, gen_logits, sample_generator)
         d = self.discriminator(
             input_ids=disc_inputs,
             attention_mask=attention_mask,
@@ -93,10 +104,11 @@ class RtdModel(nn.Module):
             labels=disc_labels,
         )
         return RtdOutput(
-            loss=g.loss + self.weight * d.loss,
-            gen_loss=g.loss,
+            loss=gen_loss + self.weight * d.loss,
+            gen_loss=gen_loss,
             disc_loss=d.loss,
-            gen_logits=g.logits,
+            gen_logits=gen_logits,
+            gen_labels=gen_labels,
             disc_logits=d.logits,
             disc_labels=disc_labels,
         )
@@ -138,10 +150,9 @@ def build_model(p: PretrainConfig, tok, source: str | None) -> RtdModel:
 def eval_sums(model, batch, generator=None) -> dict[str, tuple[float, int]]:
     """Joint/generator/discriminator loss, generator MLM accuracy, discriminator accuracy."""
     out = model(**batch, sample_generator=generator)
-    labels, mask = batch["labels"], batch["attention_mask"].bool()
-    chosen = labels != -100
-    n_chosen, n_tokens, b = int(chosen.sum()), int(mask.sum()), len(labels)
-    gen_correct = (out.gen_logits[chosen].argmax(-1) == labels[chosen]).sum().item()
+    mask = batch["attention_mask"].bool()
+    n_chosen, n_tokens, b = len(out.gen_labels), int(mask.sum()), len(mask)
+    gen_correct = (out.gen_logits.argmax(-1) == out.gen_labels).sum().item()
     disc_pred = (out.disc_logits > 0).float()
     disc_correct = ((disc_pred == out.disc_labels) & mask).sum().item()
     replaced = out.disc_labels.bool() & mask

@@ -22,8 +22,8 @@ def test_replace_masked_labels_are_differs_from_original():
     # a generator that puts most mass on the original token: some samples equal it
     logits = torch.randn(16, 24, vocab, generator=g)
     logits.scatter_(2, ids.unsqueeze(-1), 3.0)
-    out, disc = replace_masked(inputs, labels, logits, g)
     chosen = labels != -100
+    out, disc = replace_masked(inputs, labels, logits[chosen], g)
     assert torch.equal(disc, (out != ids).float())
     assert torch.equal(out[~chosen], inputs[~chosen])  # only chosen positions are resampled
     same = chosen & (out == ids)

@@ -54,10 +54,11 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dropout", type=float, default=0.0, help="hidden + attention dropout")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = BertForMaskedLM(bert_config(a.preset, _Tok(), a.seq_len))
+    model = BertForMaskedLM(bert_config(a.preset, _Tok(), a.seq_len, a.dropout))
     paths = {"transformers": model, "tunelab": MaskedLM(model)}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(5, 8000, (a.batch, a.seq_len))
@@ -71,7 +72,10 @@ def main() -> None:
         opt.step()
         opt.zero_grad()
 
-    print(f"preset {a.preset}, batch {a.batch} x {a.seq_len}, {a.threads} threads")
+    print(
+        f"preset {a.preset}, batch {a.batch} x {a.seq_len}, dropout {a.dropout}, "
+        f"{a.threads} threads"
+    )
     print("| precision | path | ms/step | tokens/s | GFLOP/step | GFLOP/s | of limit | speed-up |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for precision in ("fp32", "bf16"):

@@ -1,8 +1,11 @@
-"""The random-initialisation baseline of docs/pretraining.md: a `small` (or `tiny`) BERT (the same
-architecture and WordPiece tokenizer as the MLM run) with untrained weights, saved as a model
-folder that `tunelab finetune --model` opens.
+"""The random-initialisation baselines of docs/pretraining.md: the architecture (config) and
+tokenizer of a pre-training run with untrained weights, saved as a model folder that
+`tunelab finetune --model` opens.
 
-usage: python docs/pretraining/make_random_init.py PRETRAIN_RUN OUT_DIR [PRESET]
+usage: python docs/pretraining/make_random_init.py PRETRAIN_RUN OUT_DIR
+
+A BERT run (mlm) gives a `BertModel`, an ELECTRA run (rtd) an `ElectraForPreTraining`
+discriminator, as the runs keep.
 """
 
 from __future__ import annotations
@@ -10,14 +13,13 @@ from __future__ import annotations
 import sys
 
 import torch
-from transformers import AutoTokenizer, BertModel
-
-from tunelab.objectives.presets import bert_config
+from transformers import AutoConfig, AutoTokenizer, BertModel, ElectraForPreTraining
 
 run, out = sys.argv[1], sys.argv[2]
-preset = sys.argv[3] if len(sys.argv) > 3 else "small"
+config = AutoConfig.from_pretrained(run)
 tok = AutoTokenizer.from_pretrained(run)
 torch.manual_seed(0)
-BertModel(bert_config(preset, tok, 128)).save_pretrained(out)
+model = (ElectraForPreTraining if config.model_type == "electra" else BertModel)(config)
+model.save_pretrained(out)
 tok.save_pretrained(out)
-print(f"random-init {preset} BERT ({len(tok)} vocab) saved to {out}")
+print(f"random-init {config.model_type} ({len(tok)} vocab) saved to {out}")

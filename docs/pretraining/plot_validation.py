@@ -1,8 +1,8 @@
 """The validation curves of docs/pretraining.md in one PNG, from the runs' log.jsonl files.
 
-usage: python docs/pretraining/plot_validation.py RUNS_DIR OUT_PNG [UNIGRAM_LOSS]
-(RUNS_DIR holds mlm-small, rtd-small, mlm-tiny and clm-tiny; UNIGRAM_LOSS draws the
-cross-entropy of the training unigram distribution on the validation tokens as a reference)
+usage: python docs/pretraining/plot_validation.py RUNS_DIR OUT_PNG [UNIGRAM_MLM [UNIGRAM_CLM]]
+(RUNS_DIR holds mlm-small, rtd-small and clm-small; UNIGRAM_* draw the cross-entropy of the
+training unigram distribution on the validation tokens as a reference: unigram.py)
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ ax = axes[0]
 runs = (
     ("mlm-small", "loss", "tab:blue", "MLM small (BERT)"),
     ("rtd-small", "gen_loss", "tab:red", "RTD small: generator's MLM loss"),
-    ("mlm-tiny", "loss", "tab:cyan", "MLM tiny (BERT)"),
 )
 for name, key, colour, label in runs:
     if (root / name / "log.jsonl").is_file():
@@ -62,8 +61,8 @@ if (root / "rtd-small" / "log.jsonl").is_file():
     h2, l2 = right.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, loc="center right")
 ax = axes[2]
-if (root / "clm-tiny" / "log.jsonl").is_file():
-    tr, ev = read(root / "clm-tiny")
+if (root / "clm-small" / "log.jsonl").is_file():
+    tr, ev = read(root / "clm-small")
     ax.plot(*zip(*tr, strict=True), color="tab:blue", alpha=0.5, label="training loss")
     ax.plot(
         [s for s, _ in ev],
@@ -72,7 +71,9 @@ if (root / "clm-tiny" / "log.jsonl").is_file():
         color="tab:orange",
         label="validation loss",
     )
-    ax.set(title="CLM decoder (Llama-style tiny)", xlabel="optimizer step", ylabel="loss")
+    if len(sys.argv) > 4:
+        ax.axhline(float(sys.argv[4]), color="grey", ls=":", label="unigram frequencies")
+    ax.set(title="CLM decoder (Llama-style small)", xlabel="optimizer step", ylabel="loss")
     ax.legend()
 for a in axes:
     a.grid(alpha=0.3)

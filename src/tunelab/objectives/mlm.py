@@ -37,7 +37,7 @@ def build_model(p: PretrainConfig, tok, source: str | None):
     from tunelab.objectives.presets import bert_config
 
     if source is None:
-        return MaskedLM(BertForMaskedLM(bert_config(p.preset, tok, p.seq_len)))
+        return MaskedLM(BertForMaskedLM(bert_config(p.preset, tok, p.seq_len, p.dropout)))
     return MaskedLM(AutoModelForMaskedLM.from_pretrained(source, dtype=torch.float32))
 
 

@@ -177,7 +177,7 @@ def build_model(p: PretrainConfig, tok, source: str | None):
     cls = BertForPreTraining if p.objective == "mlm+nsp" else BertForNextSentencePrediction
     wrap = MlmNsp if p.objective == "mlm+nsp" else (lambda m: m)
     if source is None:
-        return wrap(cls(bert_config(p.preset, tok, p.seq_len)))
+        return wrap(cls(bert_config(p.preset, tok, p.seq_len, p.dropout)))
     from transformers import AutoConfig
 
     kind = AutoConfig.from_pretrained(source).model_type

@@ -48,11 +48,13 @@ def family_for(objective: str, family: str | None) -> str:
     return need
 
 
-def bert_config(preset: str, tok, seq_len: int):
+def bert_config(preset: str, tok, seq_len: int, dropout: float = 0.0):
     from transformers import BertConfig
 
     s = SHAPES["encoder"][preset]
     return BertConfig(
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
         vocab_size=len(tok),
         hidden_size=s["hidden"],
         num_hidden_layers=s["layers"],
@@ -64,7 +66,9 @@ def bert_config(preset: str, tok, seq_len: int):
     )
 
 
-def electra_configs(preset: str, tok, seq_len: int, generator_fraction: float):
+def electra_configs(
+    preset: str, tok, seq_len: int, generator_fraction: float, dropout: float = 0.0
+):
     """(discriminator, generator) ElectraConfigs; both embed at the discriminator's width."""
     from transformers import ElectraConfig
 
@@ -76,6 +80,8 @@ def electra_configs(preset: str, tok, seq_len: int, generator_fraction: float):
         "pad_token_id": tok.pad_token_id,
         "type_vocab_size": 2,
         "num_hidden_layers": s["layers"],
+        "hidden_dropout_prob": dropout,
+        "attention_probs_dropout_prob": dropout,
     }
     disc = ElectraConfig(
         hidden_size=s["hidden"],

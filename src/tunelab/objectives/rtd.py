@@ -34,6 +34,18 @@ GENERATOR_DIR = "generator"
 separator, dataset, make_collate = mlm.separator, mlm.dataset, mlm.make_collate
 
 
+def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of `probs` (n, vocab), drawn with probability proportional to the row.
+
+    Inverse-CDF sampling: one uniform per row and a binary search in the row's cumulative sum.
+    `torch.multinomial` draws an exponential per vocabulary entry: on 614 x 8,000
+    probabilities (one `small` RTD batch) 166 ms against 11 ms here (1 thread), and it was
+    10% of the profiled RTD step. Entries of probability 0 are never drawn."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand(len(probs), 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
 def replace_masked(
     inputs: torch.Tensor,
     labels: torch.Tensor,
@@ -48,7 +60,7 @@ def replace_masked(
     out = inputs.clone()
     if chosen.any():
         probs = torch.softmax(gen_logits.detach().float(), dim=-1)
-        out[chosen] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        out[chosen] = sample_rows(probs, generator)
     return out, (out != original).float()
 
 
@@ -120,7 +132,9 @@ def build_model(p: PretrainConfig, tok, source: str | None) -> RtdModel:
     from tunelab.objectives.presets import electra_configs
 
     if source is None:
-        disc_cfg, gen_cfg = electra_configs(p.preset, tok, p.seq_len, p.generator_fraction)
+        disc_cfg, gen_cfg = electra_configs(
+            p.preset, tok, p.seq_len, p.generator_fraction, p.dropout
+        )
         return RtdModel(ElectraForPreTraining(disc_cfg), ElectraForMaskedLM(gen_cfg), p.rtd_weight)
     kind = AutoConfig.from_pretrained(source).model_type
     if kind != "electra":

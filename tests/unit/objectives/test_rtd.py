@@ -9,7 +9,7 @@ from transformers import ElectraForMaskedLM, ElectraForPreTraining
 from tests.unit.objectives.toy_corpus import toy_documents
 from tunelab.objectives.masking import mask_tokens, special_positions
 from tunelab.objectives.presets import electra_configs
-from tunelab.objectives.rtd import RtdModel, replace_masked
+from tunelab.objectives.rtd import RtdModel, replace_masked, sample_rows
 from tunelab.objectives.tokenizer import train_wordpiece
 
 
@@ -51,3 +51,15 @@ def test_shared_embeddings_and_joint_loss():
     # parameters are counted once: the shared embedding is not duplicated
     names = [n for n, _ in model.named_parameters() if "word_embeddings" in n]
     assert names == ["discriminator.electra.embeddings.word_embeddings.weight"]
+
+
+def test_sample_rows_follows_the_distribution():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 1.0], [0.25, 0.25, 0.25, 0.25]])
+    draws = torch.stack([sample_rows(probs, g) for _ in range(20_000)])  # (draws, rows)
+    for row in range(3):
+        freq = torch.bincount(draws[:, row], minlength=4).float() / len(draws)
+        assert torch.allclose(freq, probs[row], atol=0.015), (row, freq)
+    assert (draws[:, 0] != 1).all() and (draws[:, 1] == 3).all()  # zero mass is never drawn
+    again = torch.stack([sample_rows(probs, torch.Generator().manual_seed(5)) for _ in range(2)])
+    assert torch.equal(again[0], again[1])  # the generator makes it reproducible

@@ -1,13 +1,15 @@
 """The validation curves of docs/pretraining.md in one PNG, from the runs' log.jsonl files.
 
 usage: python docs/pretraining/plot_validation.py RUNS_DIR OUT_PNG [UNIGRAM_MLM [UNIGRAM_CLM]]
-(RUNS_DIR holds mlm-small, rtd-small and clm-small; UNIGRAM_* draw the cross-entropy of the
-training unigram distribution on the validation tokens as a reference: unigram.py)
+(RUNS_DIR holds the runs of experiment.sh and experiment-followup.sh; UNIGRAM_* draw the
+cross-entropy of the training unigram distribution on the validation tokens as a reference:
+unigram.py)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -24,42 +26,34 @@ def read(run: Path) -> tuple[list, list]:
     return train, evals
 
 
+def curve(ax, run: Path, key: str, style: str, colour: str, label: str) -> list:
+    if not (run / "log.jsonl").is_file():
+        return []
+    _, ev = read(run)
+    ax.plot([s for s, _ in ev], [e[key] for _, e in ev], style, color=colour, label=label)
+    return ev
+
+
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=110)
+fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), dpi=110)
 ax = axes[0]
-runs = (
-    ("mlm-small", "loss", "tab:blue", "MLM small (BERT)"),
-    ("rtd-small", "gen_loss", "tab:red", "RTD small: generator's MLM loss"),
-)
-for name, key, colour, label in runs:
-    if (root / name / "log.jsonl").is_file():
-        _, ev = read(root / name)
-        ax.plot([s for s, _ in ev], [e[key] for _, e in ev], "o-", color=colour, label=label)
+curve(ax, root / "mlm-small", "loss", "o-", "tab:blue", "MLM (BERT small)")
+curve(ax, root / "mlm-small-dropout0.1", "loss", "x--", "tab:cyan", "MLM, dropout 0.1")
+curve(ax, root / "rtd-small", "gen_loss", "o-", "tab:red", "RTD lr 1e-3: generator")
+curve(ax, root / "rtd-small-lr5e-4", "gen_loss", "s-", "tab:orange", "RTD lr 5e-4: generator")
 if len(sys.argv) > 3:
     ax.axhline(float(sys.argv[3]), color="grey", ls=":", label="unigram frequencies")
 ax.set(title="masked-token loss on held-out news", xlabel="optimizer step", ylabel="loss")
 ax.legend()
 ax = axes[1]
-if (root / "rtd-small" / "log.jsonl").is_file():
-    _, ev = read(root / "rtd-small")
-    steps = [s for s, _ in ev]
-    ax.plot(steps, [e["disc_loss"] for _, e in ev], "o-", color="tab:red", label="disc. BCE")
-    ax.set(title="RTD discriminator (validation)", xlabel="optimizer step", ylabel="BCE")
-    right = ax.twinx()
-    right.plot(
-        steps, [e["disc_accuracy"] for _, e in ev], "s--", color="tab:green", label="disc. accuracy"
-    )
-    right.plot(
-        steps,
-        [e["disc_replaced_recall"] for _, e in ev],
-        "^--",
-        color="tab:purple",
-        label="recall on replaced tokens",
-    )
-    right.set_ylabel("accuracy / recall")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = right.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="center right")
+ev = curve(ax, root / "rtd-small", "disc_loss", "o-", "tab:red", "lr 1e-3")
+curve(ax, root / "rtd-small-lr5e-4", "disc_loss", "s-", "tab:orange", "lr 5e-4")
+if ev:
+    r = ev[-1][1]["replaced_fraction"]
+    base = -(r * math.log(r) + (1 - r) * math.log(1 - r))
+    ax.axhline(base, color="grey", ls=":", label=f"base rate ({r:.1%} replaced)")
+ax.set(title="RTD discriminator BCE (validation)", xlabel="optimizer step", ylabel="BCE")
+ax.legend()
 ax = axes[2]
 if (root / "clm-small" / "log.jsonl").is_file():
     tr, ev = read(root / "clm-small")

@@ -1,4 +1,4 @@
-"""Three samples from the CLM run of docs/pretraining.md, from headline-like prompts (top-p
+"""Five samples from the CLM run of docs/pretraining.md, from headline-like prompts (top-p
 sampling with transformers' generate), as Markdown on stdout.
 
 usage: python docs/pretraining/sample_clm.py CLM_RUN
@@ -16,6 +16,8 @@ PROMPTS = [
     "President Trump said on Tuesday that",
     "The stock market",
     "Police said the suspect",
+    "The European Union",
+    "In a statement on Monday, the company",
 ]
 
 loaded = load_lm(sys.argv[1])

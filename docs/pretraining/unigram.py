@@ -24,7 +24,7 @@ decoder = tok.eos_token_id is not None and tok.mask_token_id is None
 
 def counts(want: str) -> Counter:
     c: Counter = Counter()
-    docs = split_stream(iter_documents("news-articles", ["title", "text"]), 20, want)
+    docs = split_stream(iter_documents("news-articles", "title,text"), 20, want)
     for doc in docs:
         ids = tok(doc, add_special_tokens=False)["input_ids"]
         c.update(ids + [tok.eos_token_id] if decoder else ids)
@@ -35,4 +35,6 @@ train, val = counts("train"), counts("validation")
 total, vocab = sum(train.values()), len(tok)
 nll = -sum(n * math.log((train[t] + 1) / (total + vocab)) for t, n in val.items())
 loss = nll / sum(val.values())
-print(json.dumps({"run": run, "unigram_loss": round(loss, 4), "perplexity": round(math.exp(loss), 1)}))
+print(
+    json.dumps({"run": run, "unigram_loss": round(loss, 4), "perplexity": round(math.exp(loss), 1)})
+)

@@ -63,3 +63,51 @@ def test_sample_rows_follows_the_distribution():
     assert (draws[:, 0] != 1).all() and (draws[:, 1] == 3).all()  # zero mass is never drawn
     again = torch.stack([sample_rows(probs, torch.Generator().manual_seed(5)) for _ in range(2)])
     assert torch.equal(again[0], again[1])  # the generator makes it reproducible
+
+
+def test_discriminator_learns_replacements_it_can_see():
+    """Rows of one repeated token: a replaced token is visible from its neighbours. After 400
+    joint RTD steps the discriminator flags random replacements it has never seen (recall and
+    false-positive rate on a probe), so generator sampling, labels and loss fit together."""
+    from transformers import ElectraConfig
+
+    torch.manual_seed(0)
+    vocab, g = 40, torch.Generator().manual_seed(0)
+    common = {
+        "vocab_size": vocab,
+        "embedding_size": 32,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 64,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+    d_cfg = ElectraConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, **common)
+    g_cfg = ElectraConfig(hidden_size=16, num_attention_heads=1, intermediate_size=32, **common)
+    model = RtdModel(ElectraForPreTraining(d_cfg), ElectraForMaskedLM(g_cfg))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def rows(n: int) -> torch.Tensor:
+        return torch.randint(5, vocab, (n, 1), generator=g).repeat(1, 24)
+
+    for _ in range(400):
+        ids = rows(32)
+        inputs, labels = mask_tokens(
+            ids, special_positions(ids, [0, 1, 2, 3, 4]), 4, vocab, 0.15, g
+        )
+        out = model(
+            input_ids=inputs, attention_mask=torch.ones_like(ids), labels=labels, sample_generator=g
+        )
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    ids = rows(64)
+    chosen = torch.rand(ids.shape, generator=g) < 0.15
+    probe = ids.clone()
+    probe[chosen] = torch.randint(5, vocab, (int(chosen.sum()),), generator=g)
+    replaced = probe != ids
+    with torch.no_grad():
+        flagged = (
+            model.discriminator(input_ids=probe, attention_mask=torch.ones_like(ids)).logits > 0
+        )
+    assert (flagged & replaced).sum() / replaced.sum() > 0.9
+    assert (flagged & ~replaced).sum() / (~replaced).sum() < 0.05

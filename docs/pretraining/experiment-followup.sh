@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Follow-ups of docs/pretraining.md, after experiment.sh: RTD at ELECTRA-small's learning rate
+# (5e-4: at 1e-3 the discriminator collapsed), and two more fine-tuning seeds per model.
+set -euo pipefail
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT=reports/pretrain
+T=".venv/bin/tunelab"
+[ -d $OUT/rtd-small-lr5e-4 ] || $T pretrain --objective rtd --preset small --max-steps 1300 \
+  --corpus news-articles --text-column title,text --vocab-size 8000 --seq-len 128 \
+  --batch-size 32 --lr 5e-4 --train.warmup_ratio 0.1 --train.eval_every 100 \
+  --corpus.max_validation_blocks 128 --train.threads 2 --output $OUT --name rtd-small-lr5e-4
+for seed in 0 1 2; do
+  FT=(--data bbc-news --data.max_length 128 --epochs 4 --lr 3e-4 --train.batch_size 32
+      --train.threads 2 --train.seed $seed --output $OUT/finetune-lr3e-4)
+  for m in rtd-small-lr5e-4 mlm-small random-bert-small; do
+    name=bbc-$m$([ $seed = 0 ] || echo -seed$seed)
+    [ -d $OUT/finetune-lr3e-4/$name ] || $T finetune --model $OUT/$m "${FT[@]}" --name $name
+  done
+done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Follow-ups of docs/pretraining.md, after experiment.sh: RTD at ELECTRA-small's learning rate
-# (5e-4: at 1e-3 the discriminator collapsed), and two more fine-tuning seeds per model.
+# (5e-4: at 1e-3 the discriminator collapsed), and two more fine-tuning seeds per model (each
+# seed is also a different stratified split of BBC News).
 set -euo pipefail
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=reports/pretrain
@@ -12,7 +13,7 @@ T=".venv/bin/tunelab"
 for seed in 0 1 2; do
   FT=(--data bbc-news --data.max_length 128 --epochs 4 --lr 3e-4 --train.batch_size 32
       --train.threads 2 --train.seed $seed --output $OUT/finetune-lr3e-4)
-  for m in rtd-small-lr5e-4 mlm-small random-bert-small; do
+  for m in rtd-small-lr5e-4 mlm-small random-bert-small random-electra-small; do
     name=bbc-$m$([ $seed = 0 ] || echo -seed$seed)
     [ -d $OUT/finetune-lr3e-4/$name ] || $T finetune --model $OUT/$m "${FT[@]}" --name $name
   done

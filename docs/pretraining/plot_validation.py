@@ -46,12 +46,15 @@ if len(sys.argv) > 3:
 ax.set(title="masked-token loss on held-out news", xlabel="optimizer step", ylabel="loss")
 ax.legend()
 ax = axes[1]
-ev = curve(ax, root / "rtd-small", "disc_loss", "o-", "tab:red", "lr 1e-3")
-curve(ax, root / "rtd-small-lr5e-4", "disc_loss", "s-", "tab:orange", "lr 5e-4")
-if ev:
-    r = ev[-1][1]["replaced_fraction"]
-    base = -(r * math.log(r) + (1 - r) * math.log(1 - r))
-    ax.axhline(base, color="grey", ls=":", label=f"base rate ({r:.1%} replaced)")
+for name, style, colour, label in (
+    ("rtd-small", "o-", "tab:red", "lr 1e-3"),
+    ("rtd-small-lr5e-4", "s-", "tab:orange", "lr 5e-4"),
+):
+    ev = curve(ax, root / name, "disc_loss", style, colour, label)
+    if ev:  # the entropy of the replaced fraction: what predicting the base rate scores
+        r = ev[-1][1]["replaced_fraction"]
+        base = -(r * math.log(r) + (1 - r) * math.log(1 - r))
+        ax.axhline(base, color=colour, ls=":", label=f"{label}: base rate ({r:.1%} replaced)")
 ax.set(title="RTD discriminator BCE (validation)", xlabel="optimizer step", ylabel="BCE")
 ax.legend()
 ax = axes[2]

@@ -3,7 +3,7 @@
 transformers' `*ForMaskedLM` models compute the vocabulary-wide output layer at every position
 and then ignore the ~85% whose label is -100; for the `small` preset (4 x 256, vocab 8,000)
 that layer is ~40% of the forward FLOPs. The original BERT and ELECTRA code gather the masked
-positions before the head; so does `masked_logits`. The loss is the same number
+positions before the head; so does `masked_lm`. The loss is the same number
 (cross-entropy averaged over the chosen positions; tests/unit/objectives/test_heads.py checks
 loss and gradients against the model's own), the step is faster: bench/pretrain_step.py,
 quiet 2-core machine, batch 32 x 128, one AdamW step, bf16 autocast: `small` 1,089 -> 619 ms
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,34 +43,33 @@ def split_mlm(model) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]
     return None
 
 
-def masked_logits(model, labels: torch.Tensor, **inputs):
-    """(logits at the chosen positions (n, vocab), their labels (n,), the encoder's output).
-
-    Chosen = `labels != -100`. The encoder output is the model's full output for an
-    architecture `split_mlm` does not know."""
-    chosen = labels != -100
-    inputs = {k: v for k, v in inputs.items() if v is not None}
-    parts = split_mlm(model)
-    if parts is None:
-        out = model(**inputs)
-        return out.logits[chosen], labels[chosen], out
-    encoder, head = parts
-    enc = encoder(**inputs)
-    return head(enc[0][chosen]), labels[chosen], enc
-
-
-def mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy in fp32; 0 (with a graph) when no position was chosen."""
-    if labels.numel() == 0:
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels)
-
-
 @dataclass
 class MaskedLMOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (n_chosen, vocab)
     labels: torch.Tensor | None = None  # (n_chosen,)
+    encoder_output: Any = None
+
+
+def masked_lm(model, labels: torch.Tensor, **inputs) -> MaskedLMOutput:
+    """Loss, logits at the chosen positions (n, vocab) and their labels (n,), and the
+    encoder's output (the model's full output for an architecture `split_mlm` does not know).
+
+    Chosen = `labels != -100`; the loss is their mean cross-entropy in fp32, and 0 (with a
+    graph, so a loop step does not crash) when no position was chosen."""
+    chosen = labels != -100
+    inputs = {k: v for k, v in inputs.items() if v is not None}
+    parts = split_mlm(model)
+    if parts is None:
+        enc = model(**inputs)
+        logits = enc.logits[chosen]
+    else:
+        encoder, head = parts
+        enc = encoder(**inputs)
+        logits = head(enc[0][chosen])
+    target = labels[chosen]
+    loss = F.cross_entropy(logits.float(), target) if len(target) else logits.sum() * 0.0
+    return MaskedLMOutput(loss=loss, logits=logits, labels=target, encoder_output=enc)
 
 
 class MaskedLM(nn.Module):
@@ -91,11 +91,10 @@ class MaskedLM(nn.Module):
         labels: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> MaskedLMOutput:
-        logits, target, _ = masked_logits(
+        return masked_lm(
             self.model,
             labels,
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
         )
-        return MaskedLMOutput(loss=mean_cross_entropy(logits, target), logits=logits, labels=target)

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers.utils import ModelOutput
 
 from tunelab.errors import TunelabError
 from tunelab.objectives.corpus import TokenStore
-from tunelab.objectives.heads import masked_logits, mean_cross_entropy
+from tunelab.objectives.heads import MaskedLM
 from tunelab.objectives.mlm import Masker, mlm_sums
 from tunelab.objectives.options import PretrainConfig
 
@@ -142,31 +141,17 @@ class MlmNspOutput(ModelOutput):
     nsp_logits: torch.Tensor | None = None
 
 
-class MlmNsp(nn.Module):
+class MlmNsp(MaskedLM):
     """`BertForPreTraining` with the MLM output layer at masked positions only; loss = MLM
     cross-entropy + NSP cross-entropy, as `BertForPreTraining` computes it."""
 
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
-
-    @property
-    def kept(self):
-        return self.model
-
     def forward(self, input_ids, attention_mask, token_type_ids, labels, next_sentence_label):
-        logits, target, enc = masked_logits(
-            self.model,
-            labels,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
+        mlm = super().forward(input_ids, attention_mask, labels, token_type_ids)
+        nsp_logits = self.model.cls.seq_relationship(mlm.encoder_output.pooler_output)
+        loss = mlm.loss + F.cross_entropy(nsp_logits.float(), next_sentence_label)
+        return MlmNspOutput(
+            loss=loss, mlm_logits=mlm.logits, mlm_labels=mlm.labels, nsp_logits=nsp_logits
         )
-        nsp_logits = self.model.cls.seq_relationship(enc.pooler_output)
-        loss = mean_cross_entropy(logits, target) + F.cross_entropy(
-            nsp_logits.float(), next_sentence_label
-        )
-        return MlmNspOutput(loss=loss, mlm_logits=logits, mlm_labels=target, nsp_logits=nsp_logits)
 
 
 def build_model(p: PretrainConfig, tok, source: str | None):
@@ -216,7 +201,7 @@ def eval_sums(model, batch, generator=None) -> dict[str, tuple[float, int]]:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         nsp_logits, nsp, sums = model(**inputs).logits.float(), batch["labels"], {}
     n = len(nsp)
-    loss = torch.nn.functional.cross_entropy(nsp_logits, nsp, reduction="sum").item()
+    loss = F.cross_entropy(nsp_logits, nsp, reduction="sum").item()
     sums["nsp_loss"] = (loss, n)
     sums["nsp_accuracy"] = ((nsp_logits.argmax(-1) == nsp).sum().item(), n)
     return sums

@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 
 from tunelab.errors import TunelabError
 from tunelab.objectives import mlm
-from tunelab.objectives.heads import masked_logits, mean_cross_entropy
+from tunelab.objectives.heads import masked_lm
 from tunelab.objectives.options import PretrainConfig
 
 FAMILY = "encoder"
@@ -100,15 +100,14 @@ class RtdModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         sample_generator: torch.Generator | None = None,
     ) -> RtdOutput:
-        gen_logits, gen_labels, _ = masked_logits(
+        g = masked_lm(
             self.generator,
             labels,
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
         )
-        gen_loss = mean_cross_entropy(gen_logits, gen_labels)
-        disc_inputs, disc_labels = replace_masked(input_ids, labels, gen_logits, sample_generator)
+        disc_inputs, disc_labels = replace_masked(input_ids, labels, g.logits, sample_generator)
         d = self.discriminator(
             input_ids=disc_inputs,
             attention_mask=attention_mask,
@@ -116,11 +115,11 @@ class RtdModel(nn.Module):
             labels=disc_labels,
         )
         return RtdOutput(
-            loss=gen_loss + self.weight * d.loss,
-            gen_loss=gen_loss,
+            loss=g.loss + self.weight * d.loss,
+            gen_loss=g.loss,
             disc_loss=d.loss,
-            gen_logits=gen_logits,
-            gen_labels=gen_labels,
+            gen_logits=g.logits,
+            gen_labels=g.labels,
             disc_logits=d.logits,
             disc_labels=disc_labels,
         )

@@ -39,6 +39,7 @@ fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), dpi=110)
 ax = axes[0]
 curve(ax, root / "mlm-small", "loss", "o-", "tab:blue", "MLM (BERT small)")
 curve(ax, root / "mlm-small-dropout0.1", "loss", "x--", "tab:cyan", "MLM, dropout 0.1")
+curve(ax, root / "mlm30-small", "loss", "^-", "tab:green", "MLM, 30% masked (harder task)")
 curve(ax, root / "rtd-small", "gen_loss", "o-", "tab:red", "RTD lr 1e-3: generator")
 curve(ax, root / "rtd-small-lr5e-4", "gen_loss", "s-", "tab:orange", "RTD lr 5e-4: generator")
 if len(sys.argv) > 3:

@@ -5,7 +5,8 @@ Each module exposes the same plug: `FAMILY`, `SENTENCES` (needs sentence boundar
 `dataset(store, tok, p, limit)`, `make_collate(tok, p, store, generator)` (examples -> batch,
 the corruption done there by pure functions taking a torch.Generator), `eval_sums(model,
 batch[, generator])` (summed validation metrics) and `save(model, folder)`. The model's
-`forward(**batch).loss` is what the one training loop minimises.
+`forward(**batch).loss` is what the one training loop minimises; a wrapper module around
+the saved model (heads.MaskedLM, nsp.MlmNsp, rtd.RtdModel) names that model `kept`.
 
 Imported lazily (this package's import costs nothing): `get_objective(name)`.
 """

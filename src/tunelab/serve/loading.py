@@ -96,7 +96,7 @@ def load_served(source: str, name: str | None = None) -> Served:
     """
     import torch
 
-    from tunelab.models import RUN_MARKER, detect_family, load_lm, read_run_marker, resolve_source
+    from tunelab.models import RUN_MARKER, detect_family, read_run_marker, resolve_source
 
     path = Path(source).expanduser()
     name = name or (path.name if path.exists() else source)
@@ -122,15 +122,7 @@ def load_served(source: str, name: str | None = None) -> Served:
                 marker.get("max_length"),
                 enc,
             )
-        loaded = load_lm(str(path))
-        return Served(
-            name,
-            "generate",
-            loaded.family,
-            loaded.model,
-            loaded.tokenizer,
-            _context(loaded.model.config, loaded.tokenizer),
-        )
+        return _generator(name, str(path))
     folder = resolve_source(source)
     require_safetensors(folder)
     from transformers import AutoConfig, AutoModel
@@ -145,7 +137,14 @@ def load_served(source: str, name: str | None = None) -> Served:
         return Served(
             name, "embed", family, model.eval(), tok, _context(config, tok), encoder=model
         )
-    loaded = load_lm(folder)
+    return _generator(name, folder)
+
+
+def _generator(name: str, source: str) -> Served:
+    """A causal or seq2seq LM (model, run folder or merged run) served for generation."""
+    from tunelab.models import load_lm
+
+    loaded = load_lm(source)
     return Served(
         name,
         "generate",

@@ -165,7 +165,6 @@ class ContinuousGenerator:
                 self._admit()
                 if self.engine.has_work():
                     self._step(self.engine, self._running)
-                    self._gauge_batch(len(self.engine.rows))
                 else:
                     self._gauge_batch(0)
             except Exception as exc:  # noqa: BLE001 - every running request gets the error
@@ -231,6 +230,7 @@ class ContinuousGenerator:
     def _step(self, engine: Engine, running: list[_Job]) -> None:
         """One decoding step; its tokens routed to their requests' event queues."""
         owner = {rid: job for job in running for rid in job.rows}
+        ended = []
         for ev in engine.step():
             job = owner.get(ev.request_id)
             if job is None or ev.request_id not in job.rows:
@@ -239,7 +239,12 @@ class ContinuousGenerator:
             if emit_step(job, ev, k, tracker, engine, self._count) is not None:
                 del job.rows[ev.request_id]
                 if not job.rows:
-                    self._finish(job)
+                    ended.append(job)
+        # The gauge is set before an ended request's client hears it is done, so a client
+        # (or a scrape) that saw its request finish never sees it still counted in the batch.
+        self._gauge_batch(len(engine.rows))
+        for job in ended:
+            self._finish(job)
 
     def _finish(self, job: _Job, cancel_rows: bool = False) -> None:
         if cancel_rows:

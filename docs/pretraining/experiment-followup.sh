@@ -30,3 +30,8 @@ for seed in 0 1 2; do
     --data.max_length 128 --epochs 4 --lr 3e-4 --train.batch_size 32 --train.threads 2 \
     --train.seed $seed --output $OUT/finetune-lr3e-4 --name $name
 done
+# RTD probe at `tiny`, validated every 20 steps: when does the discriminator beat the base rate?
+[ -d $OUT/rtd-tiny-probe ] || $T pretrain --objective rtd --preset tiny --max-steps 500 \
+  --corpus news-articles --text-column title,text --vocab-size 8000 --seq-len 128 \
+  --batch-size 32 --lr 3e-4 --train.warmup_ratio 0.1 --train.eval_every 20 \
+  --corpus.max_validation_blocks 128 --train.threads 2 --output $OUT --name rtd-tiny-probe

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     from tunelab.decoding import chat_prompt
-    from tunelab.models import load_lm
+    from tunelab.models.load import load_lm
 
     transformers.logging.set_verbosity_error()
     if args.threads:

@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     from tunelab.decoding import chat_prompt
-    from tunelab.models import load_lm, resolve_source
+    from tunelab.models.load import load_lm
+    from tunelab.models.sources import resolve_source
 
     transformers.logging.set_verbosity_error()
     if args.threads:

@@ -2,7 +2,7 @@
 
 What is measured
     Full fine-tuning of the embedded all-MiniLM-L6-v2 (`minilm`) as a 5-class classifier on the
-    training split of the embedded BBC News (`bbc-news`, split by `api.load_splits` with
+    training split of the embedded BBC News (`bbc-news`, split by `tasks.classification.load_splits` with
     tunelab's default config), twice:
 
     - `tunelab`: `tunelab.training.loop.train(...)` with no validation and no progress bar;
@@ -254,7 +254,8 @@ def worker(args: argparse.Namespace) -> None:
 
     from tunelab import api
     from tunelab.data.split import check_labels
-    from tunelab.models import load_classifier
+    from tunelab.models.load import load_classifier
+    from tunelab.tasks.classification import load_splits
     from tunelab.tasks.classification import encode_examples, make_collate
 
     name = args.worker
@@ -265,7 +266,7 @@ def worker(args: argparse.Namespace) -> None:
             "train.seed": args.seed,
         }
     )
-    splits = api.load_splits(cfg, quiet=True)
+    splits = load_splits(cfg.data, cfg.train.seed, quiet=True)
     labels = check_labels(splits["train"])
     dropout = 0.0 if name == "tunelab-own" else args.attention_dropout
     transformers.set_seed(args.seed)

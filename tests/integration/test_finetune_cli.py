@@ -127,7 +127,7 @@ def test_resume_after_interrupt(tiny_models, toy_split, tmp_path, monkeypatch, c
 def test_lora_merge_opens_with_transformers(tiny_models, toy_split, tmp_path):
     import torch
 
-    from tunelab.runfolder import load_run
+    from tunelab.runs.open import open_classifier
 
     train, _ = toy_split
     out = tmp_path / "runs"
@@ -135,7 +135,7 @@ def test_lora_merge_opens_with_transformers(tiny_models, toy_split, tmp_path):
     run = out / "toy"
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     merged = AutoModelForSequenceClassification.from_pretrained(run).eval()
-    peft_model, tok, _ = load_run(run)
+    peft_model, tok, _ = open_classifier(run)
     batch = tok(["goal team match", "bank price"], return_tensors="pt", padding=True)
     with torch.no_grad():
         assert torch.allclose(merged(**batch).logits, peft_model(**batch).logits, atol=1e-4)

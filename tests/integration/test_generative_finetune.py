@@ -16,7 +16,7 @@ from tests.conftest import FILLER, TOPICS, build_tokenizer, tiny_config
 from tunelab import api
 from tunelab.cli import main
 from tunelab.decoding import DecodingOptions, generate
-from tunelab.models import load_lm
+from tunelab.models.load import load_lm
 
 
 def toy_pairs(n: int, seed: int = 0) -> list[dict[str, str]]:

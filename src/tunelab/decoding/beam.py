@@ -7,7 +7,7 @@ generated_length ** length_penalty; the best num_beams unfinished ones run on. A
 when `early_stopping` says so: True, once num_beams hypotheses are finished; False, when the
 best running beam at its current length cannot beat the worst finished one; "never", the same
 check at the longest possible length when length_penalty > 0. The forward passes are the
-engine's (same prefill, cache and masks); the cache is reordered with `Cache.reorder_cache`.
+engine's (same prefill, cache and masks), through its public `prefill` / `feed` / `reorder`.
 Processors (repetition penalty, no-repeat n-gram) act on the log-probabilities, as there.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tunelab.decoding import processors
-from tunelab.decoding.engine import Engine, Request, _Row
+from tunelab.decoding.engine import Engine
 from tunelab.decoding.options import DecodingOptions
 
 NEG = -1.0e9
@@ -51,16 +51,11 @@ def beam_search(
     eos = torch.tensor(sorted(engine.eos), dtype=torch.long)
     b, nb, steps = len(prompts), opts.num_beams, opts.max_new_tokens
     keep = max(2, 1 + len(eos)) * nb
-    rows = []
-    for p in prompts:
-        for _ in range(nb):
-            window = DecodingOptions(
-                max_new_tokens=steps, context_window=opts.context_window, n_keep=opts.n_keep
-            )
-            engine.add(Request(list(p), window))
-    rows, engine.waiting = engine.waiting, []
-    contexts = [r.context for r in rows[::nb]]
-    logits = engine.logits(engine._prefill(rows))
+    window = DecodingOptions(
+        max_new_tokens=steps, context_window=opts.context_window, n_keep=opts.n_keep
+    )
+    contexts = [engine.fit(p, window) for p in prompts]  # each prompt's history, for penalties
+    logits = engine.prefill([p for p in prompts for _ in range(nb)], window)  # (b * nb, vocab)
     vocab = logits.shape[-1]
 
     run_seq = torch.full((b, nb, steps), engine.pad, dtype=torch.long)
@@ -76,9 +71,7 @@ def beam_search(
     es, lp = opts.early_stopping, opts.length_penalty
     for step in range(steps):
         if step:
-            for r, t in zip(engine.rows, run_seq[:, :, step - 1].reshape(-1).tolist(), strict=True):
-                r.pending = t
-            logits = engine.logits(engine._decode())
+            logits = engine.feed(run_seq[:, :, step - 1].reshape(-1).tolist())
         logp = torch.log_softmax(logits.float(), dim=-1)  # (b * nb, vocab)
         if opts.repetition_penalty != 1.0 or opts.no_repeat_ngram_size:
             hist = _history(contexts, run_seq, nb, step)
@@ -117,7 +110,7 @@ def beam_search(
             m_len.gather(1, best),
             m_flag.gather(1, best),
         )
-        engine.cache.reorder_cache((parent + offset).view(-1))
+        engine.reorder((parent + offset).view(-1))
         # can a running beam still beat the worst finished hypothesis?
         length = steps if es == "never" and lp > 0 else step + 1
         best_running = run_scores[:, :1] / float(length) ** lp
@@ -138,4 +131,4 @@ def beam_search(
     return out
 
 
-__all__ = ["beam_search", "Hypothesis", "_Row"]
+__all__ = ["beam_search", "Hypothesis"]

@@ -15,7 +15,9 @@ cache rows are dropped and all-padding columns cut), so a batch does not pay for
 member. Greedy rows take an argmax with no softmax; sampling and penalties go through
 `processors`. Sequences that outgrow the context window are shortened by `context.slide` and
 re-prefilled. `generate`/`stream` (driver.py) are thin loops over this; the batching server
-can drive it the same way, adding and cancelling requests between steps.
+can drive it the same way, adding and cancelling requests between steps. Beam search (beam.py)
+chooses the tokens itself: it drives the same forward passes through `prefill`, `feed` and
+`reorder` instead of `add` / `step`.
 
 Speed (SmolLM2-135M fp32, measured in CPU time on the shared 2-core machine, 1 thread):
 - greedy rows of models with a plain linear LM head skip the full fp32 head: the base model
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -126,10 +128,14 @@ class Engine:
         check_options(request.opts)
         if request.id is None:
             request.id = next(self._ids)
-        window = request.opts.context_window or self.window
-        ctx = slide(list(request.prompt_ids), window, request.opts.n_keep)
+        ctx = self.fit(request.prompt_ids, request.opts)
         self.waiting.append(_Row(request, ctx, list(request.prompt_ids)))
         return request.id
+
+    def fit(self, prompt_ids: list[int], opts: DecodingOptions) -> list[int]:
+        """The tokens a row starts from: a new list of `prompt_ids`, slid into the context
+        window (`opts.context_window`, else the model's) when it is too long."""
+        return slide(list(prompt_ids), opts.context_window or self.window, opts.n_keep)
 
     def cancel(self, request_id: int) -> None:
         """Drop a request (waiting or active), e.g. when a stop string matched."""
@@ -158,6 +164,47 @@ class Engine:
         if done:
             self._keep([i for i in range(len(self.rows)) if i not in set(done)])
         return events
+
+    # ------------------------------------------------------------------ caller-chosen tokens
+    # For callers that pick every token themselves and re-rank rows (beam search): the same
+    # prefill, cache and masks as `step`, without its token choice, stopping or sliding.
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], opts: DecodingOptions) -> torch.Tensor:
+        """Start the batch with one row per prompt, in order, all prefilled now (each slid
+        into the window as `fit` says; `opts` gives the window). The engine must be empty.
+        Returns the (rows, vocab) logits of every row's first new token."""
+        if self.has_work():
+            raise RuntimeError("Engine.prefill starts a batch: the engine must be empty")
+        for p in prompts:
+            self.add(Request(list(p), opts))
+        rows, self.waiting = self.waiting, []
+        return self._logits(self._prefill(rows))
+
+    @torch.inference_mode()
+    def feed(self, tokens: list[int]) -> torch.Tensor:
+        """Append `tokens[i]` to row i, for every row, and run them through the model as one
+        column. Returns the (rows, vocab) logits of every row's next token."""
+        if len(tokens) != len(self.rows):
+            raise ValueError(f"feed takes one token per row: {len(tokens)} for {len(self.rows)}")
+        for r, t in zip(self.rows, tokens, strict=True):
+            r.pending, r.generated = t, r.generated + 1
+            r.history.append(t)
+        return self._logits(self._decode())
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Row i becomes a copy of row `index[i]` (its cache, mask, position and tokens), for
+        every row; `index` is (rows,) int64. Beam search moves its surviving beams onto their
+        parents this way. Copies share their request (and id)."""
+        idx = index.to(self.device)
+        self.cache.reorder_cache(idx)
+        self.mask, self.pos = self.mask.index_select(0, idx), self.pos.index_select(0, idx)
+        if self.encdec:
+            self.enc_hidden = self.enc_hidden.index_select(0, idx)
+            self.enc_mask = self.enc_mask.index_select(0, idx)
+        self.rows = [
+            replace(r, context=list(r.context), history=list(r.history))
+            for r in (self.rows[i] for i in idx.tolist())
+        ]
 
     # ------------------------------------------------------------------ model calls
     def _decode(self) -> torch.Tensor:
@@ -232,7 +279,7 @@ class Engine:
         out = self.model(**kw, past_key_values=cache, use_cache=True)
         return out.logits[:, -1, :], out.past_key_values
 
-    def logits(self, last: torch.Tensor) -> torch.Tensor:
+    def _logits(self, last: torch.Tensor) -> torch.Tensor:
         """(batch, vocab) logits from what `_decode` / `_prefill` return."""
         return F.linear(last, self.head_weight) if self.base is not None else last
 
@@ -315,7 +362,8 @@ class Engine:
         if self.base is not None and all(plain_greedy(r.req.opts) for r in rows):
             tokens = greedy_head(self.head_weight).argmax(last).tolist()
         else:
-            tokens = choose(self.logits(last), rows, self.generator).tolist()
+            opts, hist = [r.req.opts for r in rows], [r.history for r in rows]
+            tokens = processors.choose(self._logits(last), opts, hist, self.generator).tolist()
         events = []
         for r, t in zip(rows, tokens, strict=True):
             r.pending = t
@@ -338,46 +386,3 @@ def _trim_cross(cache, source: int):
     if not isinstance(cache, EncoderDecoderCache):
         return cache
     return kv._map(cache, lambda k, v: (k, v), lambda k, v: (k[:, :, :source], v[:, :, :source]))
-
-
-def _col(rows: list[_Row], name: str) -> torch.Tensor:
-    return torch.tensor([[float(getattr(r.req.opts, name))] for r in rows])
-
-
-def choose(logits: torch.Tensor, rows: list[_Row], generator) -> torch.Tensor:
-    """The next token of every row, (batch,) int64, under each row's options."""
-    opts = [r.req.opts for r in rows]
-    penal = any(o.repetition_penalty != 1.0 or o.no_repeat_ngram_size for o in opts)
-    greedy = [is_greedy(o) for o in opts]
-    if all(greedy) and not penal:
-        return logits.argmax(-1)
-    logits = logits.float()
-    if penal:
-        hist_len = max(len(r.history) for r in rows)
-        hist = torch.full((len(rows), hist_len), -1, dtype=torch.long)
-        for i, r in enumerate(rows):
-            hist[i, hist_len - len(r.history) :] = torch.tensor(r.history)
-        hist = hist.to(logits.device)
-        if any(o.repetition_penalty != 1.0 for o in opts):
-            logits = processors.repetition_penalty(
-                logits, hist, _col(rows, "repetition_penalty").to(logits.device)
-            )
-        for n in {o.no_repeat_ngram_size for o in opts if o.no_repeat_ngram_size}:
-            sel = torch.tensor([o.no_repeat_ngram_size == n for o in opts], device=logits.device)
-            banned = processors.no_repeat_ngram(logits, hist, n)
-            logits = torch.where(sel[:, None], banned, logits)
-    best = logits.argmax(-1)
-    if all(greedy):
-        return best
-    dev = logits.device
-    temps = _col(rows, "temperature").to(dev)
-    warped = processors.temperature(logits, torch.where(temps > 0, temps, torch.ones_like(temps)))
-    ks = torch.tensor([o.top_k for o in opts], device=dev)
-    if int(ks.max()) > 0:
-        warped = processors.top_k(warped, ks)
-    if any(o.top_p < 1.0 for o in opts):
-        warped = processors.top_p(warped, _col(rows, "top_p").to(dev))
-    if any(o.min_p > 0 for o in opts):
-        warped = processors.min_p(warped, _col(rows, "min_p").to(dev))
-    drawn = processors.sample(warped, generator)
-    return torch.where(torch.tensor(greedy, device=dev), best, drawn)

@@ -6,12 +6,15 @@ requests with different options share one batch. Token histories are (batch, tim
 tensors right-aligned and left-padded with -1 (a row's prompt and generated tokens).
 
 The order follows transformers: repetition penalty, no-repeat n-gram (both change which token
-is likely), then the sampling warpers temperature, top-k, top-p, min-p.
+is likely), then the sampling warpers temperature, top-k, top-p, min-p. `choose` applies them
+to a batch of rows with different options and picks each row's next token.
 """
 
 from __future__ import annotations
 
 import torch
+
+from tunelab.decoding.options import DecodingOptions, is_greedy
 
 NEG_INF = float("-inf")
 Param = float | torch.Tensor
@@ -94,3 +97,52 @@ def sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     """One token per row drawn from softmax(logits): (batch,) int64."""
     probs = logits.float().softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _col(opts: list[DecodingOptions], name: str) -> torch.Tensor:
+    return torch.tensor([[float(getattr(o, name))] for o in opts])  # (batch, 1)
+
+
+def choose(
+    logits: torch.Tensor,
+    opts: list[DecodingOptions],
+    histories: list[list[int]],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The next token of every row, (batch,) int64, under each row's options: the processors
+    above in transformers' order, then an argmax (greedy rows) or a draw (sampling rows).
+    `histories` are the rows' prompt and generated tokens (for the penalties)."""
+    penal = any(o.repetition_penalty != 1.0 or o.no_repeat_ngram_size for o in opts)
+    greedy = [is_greedy(o) for o in opts]
+    if all(greedy) and not penal:
+        return logits.argmax(-1)
+    logits = logits.float()
+    if penal:
+        hist_len = max(len(h) for h in histories)
+        hist = torch.full((len(histories), hist_len), -1, dtype=torch.long)
+        for i, h in enumerate(histories):
+            hist[i, hist_len - len(h) :] = torch.tensor(h)
+        hist = hist.to(logits.device)
+        if any(o.repetition_penalty != 1.0 for o in opts):
+            logits = repetition_penalty(
+                logits, hist, _col(opts, "repetition_penalty").to(logits.device)
+            )
+        for n in {o.no_repeat_ngram_size for o in opts if o.no_repeat_ngram_size}:
+            sel = torch.tensor([o.no_repeat_ngram_size == n for o in opts], device=logits.device)
+            banned = no_repeat_ngram(logits, hist, n)
+            logits = torch.where(sel[:, None], banned, logits)
+    best = logits.argmax(-1)
+    if all(greedy):
+        return best
+    dev = logits.device
+    temps = _col(opts, "temperature").to(dev)
+    warped = temperature(logits, torch.where(temps > 0, temps, torch.ones_like(temps)))
+    ks = torch.tensor([o.top_k for o in opts], device=dev)
+    if int(ks.max()) > 0:
+        warped = top_k(warped, ks)
+    if any(o.top_p < 1.0 for o in opts):
+        warped = top_p(warped, _col(opts, "top_p").to(dev))
+    if any(o.min_p > 0 for o in opts):
+        warped = min_p(warped, _col(opts, "min_p").to(dev))
+    drawn = sample(warped, generator)
+    return torch.where(torch.tensor(greedy, device=dev), best, drawn)

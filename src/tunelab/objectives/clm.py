@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tunelab.objectives.blocks import BlockDataset, stack_ids
 from tunelab.objectives.corpus import TokenStore
-from tunelab.objectives.options import PretrainConfig
+from tunelab.objectives.options import PretrainOptions
 
 FAMILY = "decoder"
 SENTENCES = False
@@ -21,7 +21,7 @@ def separator(tok) -> int | None:
     return tok.eos_token_id
 
 
-def build_model(p: PretrainConfig, tok, source: str | None):
+def build_model(p: PretrainOptions, tok, source: str | None):
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     from tunelab.objectives.presets import llama_config
@@ -31,11 +31,11 @@ def build_model(p: PretrainConfig, tok, source: str | None):
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
 
 
-def dataset(store: TokenStore, tok, p: PretrainConfig, limit: int | None = None):
+def dataset(store: TokenStore, tok, p: PretrainOptions, limit: int | None = None):
     return BlockDataset(store, p.seq_len, limit=limit)
 
 
-def make_collate(tok, p: PretrainConfig, store: TokenStore, generator=None):
+def make_collate(tok, p: PretrainOptions, store: TokenStore, generator=None):
     def collate(examples):
         ids = stack_ids(examples)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}

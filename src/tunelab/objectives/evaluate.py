@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tunelab.objectives.corpus import TokenStore
-from tunelab.objectives.options import PretrainConfig
+from tunelab.objectives.options import PretrainOptions
 
 
 def evaluate_objective(
@@ -26,7 +26,7 @@ def evaluate_objective(
     data,
     store: TokenStore,
     tok,
-    p: PretrainConfig,
+    p: PretrainOptions,
     batch_size: int,
     seed: int = 1234,
     progress: bool = False,

@@ -21,7 +21,7 @@ from tunelab.objectives.masking import (
     special_positions,
     word_ids,
 )
-from tunelab.objectives.options import PretrainConfig
+from tunelab.objectives.options import PretrainOptions
 
 FAMILY = "encoder"
 SENTENCES = False
@@ -31,7 +31,7 @@ def separator(tok) -> int | None:
     return tok.sep_token_id
 
 
-def build_model(p: PretrainConfig, tok, source: str | None):
+def build_model(p: PretrainOptions, tok, source: str | None):
     from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
     from tunelab.objectives.presets import bert_config
@@ -41,14 +41,14 @@ def build_model(p: PretrainConfig, tok, source: str | None):
     return MaskedLM(AutoModelForMaskedLM.from_pretrained(source, dtype=torch.float32))
 
 
-def dataset(store: TokenStore, tok, p: PretrainConfig, limit: int | None = None):
+def dataset(store: TokenStore, tok, p: PretrainOptions, limit: int | None = None):
     return BlockDataset(store, p.seq_len, tok.cls_token_id, tok.sep_token_id, limit)
 
 
 class Masker:
     """Batch -> (masked input_ids, labels) with the tokenizer's specials and options."""
 
-    def __init__(self, tok, p: PretrainConfig, generator: torch.Generator | None = None):
+    def __init__(self, tok, p: PretrainOptions, generator: torch.Generator | None = None):
         self.specials = list(tok.all_special_ids)
         self.mask_id, self.vocab = tok.mask_token_id, len(tok)
         self.prob, self.generator = p.mlm_probability, generator
@@ -60,7 +60,7 @@ class Masker:
         return mask_tokens(ids, special, self.mask_id, self.vocab, self.prob, self.generator, words)
 
 
-def make_collate(tok, p: PretrainConfig, store: TokenStore, generator=None):
+def make_collate(tok, p: PretrainOptions, store: TokenStore, generator=None):
     masker = Masker(tok, p, generator)
 
     def collate(examples):

@@ -23,7 +23,7 @@ from tunelab.errors import TunelabError
 from tunelab.objectives.corpus import TokenStore
 from tunelab.objectives.heads import MaskedLM
 from tunelab.objectives.mlm import Masker, mlm_sums
-from tunelab.objectives.options import PretrainConfig
+from tunelab.objectives.options import PretrainOptions
 
 FAMILY = "encoder"
 SENTENCES = True
@@ -154,7 +154,7 @@ class MlmNsp(MaskedLM):
         )
 
 
-def build_model(p: PretrainConfig, tok, source: str | None):
+def build_model(p: PretrainOptions, tok, source: str | None):
     from transformers import BertForNextSentencePrediction, BertForPreTraining
 
     from tunelab.objectives.presets import bert_config
@@ -173,11 +173,11 @@ def build_model(p: PretrainConfig, tok, source: str | None):
     return wrap(cls.from_pretrained(source, dtype=torch.float32))
 
 
-def dataset(store: TokenStore, tok, p: PretrainConfig, limit: int | None = None):
+def dataset(store: TokenStore, tok, p: PretrainOptions, limit: int | None = None):
     return AnchorDataset(store, limit)
 
 
-def make_collate(tok, p: PretrainConfig, store: TokenStore, generator=None):
+def make_collate(tok, p: PretrainOptions, store: TokenStore, generator=None):
     masker = Masker(tok, p, generator) if p.objective == "mlm+nsp" else None
 
     def collate(examples):

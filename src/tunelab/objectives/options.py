@@ -1,21 +1,15 @@
 """The options of a `tunelab pretrain` run: typed dataclass sections (no torch import here, so
-`tunelab --help` stays cheap). Attribute docstrings become the --help text, as in config.py.
+`tunelab --help` stays cheap). Attribute docstrings become the --help text, as everywhere.
 
 Sections: `corpus`, `pretrain` (objective, model and tokenizer), `train` (the shared
-TrainConfig, with pre-training defaults) and `run` (the shared RunConfig).
+TrainOptions, with pre-training defaults) and `run` (the shared RunConfig).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import yaml
-
-from tunelab.config import RunConfig, TrainConfig, update_dataclass
-from tunelab.errors import TunelabError
+from tunelab.training.options import TrainOptions
 
 OBJECTIVES = ("clm", "mlm", "nsp", "mlm+nsp", "rtd")
 FAMILIES = ("encoder", "decoder", "encoder-decoder")
@@ -23,7 +17,7 @@ PRESET_NAMES = ("tiny", "small")
 
 
 @dataclass
-class CorpusConfig:
+class CorpusOptions:
     source: str = "news-articles"
     """Pre-training text: a .txt file (one document per blank-line-separated block), a .jsonl,
     .csv/.tsv file, a .zip of such files, a folder of them (read recursively), or the embedded
@@ -40,7 +34,7 @@ class CorpusConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainOptions:
     objective: str = "mlm"
     """Pre-training objective: clm (decoders), mlm, nsp, mlm+nsp or rtd (encoders)."""
     family: str | None = None
@@ -72,9 +66,9 @@ class PretrainConfig:
     `small` preset took 890 ms against 562 ms (dropout masks + unfused attention)."""
 
 
-def pretrain_train_defaults() -> TrainConfig:
-    """The shared TrainConfig with defaults that suit pre-training a small model."""
-    return TrainConfig(
+def pretrain_train_defaults() -> TrainOptions:
+    """The shared TrainOptions with defaults that suit pre-training a small model."""
+    return TrainOptions(
         epochs=1.0,
         batch_size=32,
         eval_batch_size=64,
@@ -83,85 +77,3 @@ def pretrain_train_defaults() -> TrainConfig:
         metric="loss",
         eval_every=200,
     )
-
-
-@dataclass
-class PretrainRun:
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    train: TrainConfig = field(default_factory=pretrain_train_defaults)
-    run: RunConfig = field(default_factory=RunConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
-
-
-SECTIONS: dict[str, type] = {
-    "corpus": CorpusConfig,
-    "pretrain": PretrainConfig,
-    "train": TrainConfig,
-    "run": RunConfig,
-}
-
-
-def build_pretrain_config(
-    yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
-) -> PretrainRun:
-    """Defaults < YAML file < `section.key` overrides, validated.
-
-    Raises:
-        TunelabError: missing/invalid YAML, unknown section or option, bad value or choice.
-    """
-    nested: dict[str, dict[str, Any]] = {}
-    if yaml_path is not None:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise TunelabError(f"config file {path} not found: pass an existing YAML file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            raise TunelabError(f"config file {path} is not valid YAML: fix it") from None
-        if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
-            raise TunelabError(f"config file {path} must hold a mapping of sections")
-        for sec, vals in raw.items():
-            nested.setdefault(sec, {}).update(vals)
-    for key, val in (overrides or {}).items():
-        sec, _, opt = key.rpartition(".")
-        nested.setdefault(sec, {})[opt] = val
-    cfg = PretrainRun()
-    for sec, vals in nested.items():
-        if sec not in SECTIONS:
-            raise TunelabError(
-                f"unknown config section {sec!r}: known ones are {', '.join(SECTIONS)}"
-            )
-        setattr(cfg, sec, update_dataclass(getattr(cfg, sec), vals, sec))
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: PretrainRun) -> None:
-    """Choices and ranges, checked before anything is read or written."""
-    p, c = cfg.pretrain, cfg.corpus
-    if p.objective not in OBJECTIVES:
-        raise TunelabError(
-            f"unknown objective {p.objective!r}: choose one of {', '.join(OBJECTIVES)}"
-        )
-    if p.family is not None and p.family not in FAMILIES:
-        raise TunelabError(f"unknown family {p.family!r}: choose encoder or decoder")
-    if p.preset not in PRESET_NAMES:
-        raise TunelabError(f"unknown preset {p.preset!r}: choose one of {', '.join(PRESET_NAMES)}")
-    checks = [
-        (p.seq_len >= 8, "pretrain.seq_len must be at least 8"),
-        (0 < p.mlm_probability < 1, "pretrain.mlm_probability must be in (0, 1)"),
-        (p.vocab_size >= 100, "pretrain.vocab_size must be at least 100"),
-        (p.rtd_weight > 0, "pretrain.rtd_weight must be positive"),
-        (0 < p.generator_fraction <= 1, "pretrain.generator_fraction must be in (0, 1]"),
-        (0 <= p.dropout < 1, "pretrain.dropout must be in [0, 1)"),
-        (c.validation_every >= 2, "corpus.validation_every must be at least 2"),
-        (c.max_validation_blocks >= 1, "corpus.max_validation_blocks must be at least 1"),
-        (cfg.train.batch_size >= 1, "train.batch_size must be at least 1"),
-        (cfg.train.lr > 0, "train.lr must be positive"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise TunelabError(f"{msg}: fix the config or flag")

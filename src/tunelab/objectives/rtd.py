@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 from tunelab.errors import TunelabError
 from tunelab.objectives import mlm
 from tunelab.objectives.heads import masked_lm
-from tunelab.objectives.options import PretrainConfig
+from tunelab.objectives.options import PretrainOptions
 
 FAMILY = "encoder"
 SENTENCES = False
@@ -125,7 +125,7 @@ class RtdModel(nn.Module):
         )
 
 
-def build_model(p: PretrainConfig, tok, source: str | None) -> RtdModel:
+def build_model(p: PretrainOptions, tok, source: str | None) -> RtdModel:
     from transformers import AutoConfig, ElectraForMaskedLM, ElectraForPreTraining
 
     from tunelab.objectives.presets import electra_configs

@@ -3,9 +3,11 @@
 Modules: settings (ServeSettings), app (create_app), loading (the model, loaded in the
 background, safetensors only), state (what endpoints share), routes_generate (completions,
 chat), routes_encode (classify, embeddings, score), generation (the Generator interface and
-its first, serial implementation), batching (micro-batches for classify/score/embeddings),
-auth (API keys), limits (rate limit, body size), errors (OpenAI-shaped error bodies),
-metrics (Prometheus), masking (PII in logs and inputs). See docs/serving.md.
+its first, serial implementation), scheduler (continuous batching, the default generator),
+batching (micro-batches for classify/score/embeddings), auth (API keys), limits (rate limit,
+body size), domain_errors (what the engine side raises: no HTTP), errors (the one mapping of
+every error to HTTP: OpenAI-shaped bodies, status, Retry-After), metrics (Prometheus),
+masking (PII in logs and inputs). See docs/serving.md.
 """
 
 from tunelab.serve.app import create_app

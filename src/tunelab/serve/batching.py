@@ -4,19 +4,21 @@ batch.
     batcher = MicroBatcher(fn, name="classify", max_batch=32, window_s=0.005, max_queue=64, ...)
     results = await batcher.submit(inputs, deadline)     # one result per input, in order
 
-A request joins the queue (at most `max_queue` requests wait; one more is refused with 429
-and Retry-After, never left hanging). The collector waits `window_s` after the first waiting
+A request joins the queue (at most `max_queue` requests wait; one more is refused at once
+with QueueFull, never left hanging). The collector waits `window_s` after the first waiting
 request for others to arrive (or until `max_batch` inputs are waiting), then runs `fn` on all
 their inputs at once in the model's worker thread and hands each request its slice. A request
 cancelled while waiting (its client disconnected) is dropped from the queue and never run; one
-past its deadline gets 504 whether it was waiting or running.
+past its deadline gets DeadlineExceeded whether it was waiting or running.
+
+Engine-side code: it raises the domain errors of tunelab.errors (QueueFull, DeadlineExceeded,
+ShuttingDown), never HTTP ones; serve/errors.py answers them (429 + Retry-After, 504, 503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,26 +26,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunelab.serve.errors import APIError
-
-
-def deadline_error(timeout: float) -> APIError:
-    return APIError(
-        504,
-        f"the request took longer than the server's {timeout:g} s limit and was ended: send "
-        "less work per request or ask the operator for a longer --request-timeout",
-        code="timeout",
-    )
-
-
-def queue_full_error(name: str, retry_after: float) -> APIError:
-    secs = max(1, math.ceil(retry_after))
-    return APIError(
-        429,
-        f"the {name} queue is full: retry in {secs} s",
-        code="queue_full",
-        headers={"Retry-After": str(secs)},
-    )
+from tunelab.errors import ShuttingDown
+from tunelab.serve.domain_errors import deadline_exceeded, queue_full
 
 
 @dataclass
@@ -92,7 +76,7 @@ class MicroBatcher:
             self._task = None
         for job in self.waiting:
             if not job.future.done():
-                job.future.set_exception(APIError(503, "the server is shutting down"))
+                job.future.set_exception(ShuttingDown("the server is shutting down"))
         self.waiting.clear()
 
     def _gauge(self) -> None:
@@ -103,12 +87,13 @@ class MicroBatcher:
         """Results for `items`, in order, once their batch has run.
 
         Raises:
-            APIError: 429 when the queue is full, 504 after `timeout` seconds.
+            QueueFull: at once, when `max_queue` requests are already waiting.
+            DeadlineExceeded: after `timeout` seconds.
         """
         self.start()
         self.waiting = deque(j for j in self.waiting if not j.cancelled)
         if len(self.waiting) >= self.max_queue:
-            raise queue_full_error(self.name, self._service_s * (1 + len(self.waiting) / 4))
+            raise queue_full(self.name, self._service_s * (1 + len(self.waiting) / 4))
         job = _Job(list(items), asyncio.get_running_loop().create_future())
         self.waiting.append(job)
         self._gauge()
@@ -116,7 +101,7 @@ class MicroBatcher:
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)
         except TimeoutError:
-            raise deadline_error(timeout) from None
+            raise deadline_exceeded(timeout) from None
         finally:
             # cancelled (client gone), timed out or done: never run it if it is still waiting
             job.cancelled = True

@@ -2,8 +2,12 @@
 
     {"error": {"message": "...", "type": "invalid_request_error", "param": null, "code": null}}
 
-`APIError` is raised by endpoints and dependencies; `install_error_handlers` turns it, request
-validation errors (422), HTTP errors (404, 405), TunelabError (400) into that body.
+This module is the one place where errors become HTTP. `APIError` is raised by endpoints and
+middleware (auth, limits). Everything below them (the generators, the micro-batcher,
+`ServeState`) raises domain errors instead (tunelab.errors, serve/domain_errors.py); `HTTP`
+below maps each to its status, error code and Retry-After, and `api_error` applies it, for
+the exception handlers (`install_error_handlers`, which also shape request validation errors
+(422) and HTTP errors (404, 405)) and for the error event of a stream that already started.
 `CatchAllMiddleware` catches anything else, logs its traceback on the server and answers 500
 with a short body (a handler registered for `Exception` would be re-raised by Starlette into
 the server's log a second time).
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +26,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tunelab.errors import TunelabError
+from tunelab.errors import BadRequest, DeadlineExceeded, QueueFull, ShuttingDown, TunelabError
+from tunelab.serve.domain_errors import (
+    ClientGone,
+    EndpointNotServed,
+    GenerationFailed,
+    ModelFailed,
+    ModelLoading,
+    ModelNotServed,
+)
 
 log = logging.getLogger("tunelab.serve")
 
@@ -74,6 +88,47 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+@dataclass(frozen=True)
+class Http:
+    """How one domain error is answered."""
+
+    status: int
+    code: str | None = None
+    retry_after: float | None = None
+    """Retry-After seconds, for errors that carry no `retry_after` of their own."""
+
+
+HTTP: dict[type[BaseException], Http] = {
+    QueueFull: Http(429, "queue_full"),  # Retry-After: the error's retry_after
+    DeadlineExceeded: Http(504, "timeout"),
+    ShuttingDown: Http(503, "shutting_down", retry_after=5),
+    ModelLoading: Http(503, "model_loading"),  # Retry-After: the error's retry_after
+    ModelFailed: Http(503, "model_error"),
+    ModelNotServed: Http(404, "model_not_found"),
+    EndpointNotServed: Http(400, "unsupported_endpoint"),
+    ClientGone: Http(499, "client_closed"),
+    BadRequest: Http(400),
+    TunelabError: Http(400),
+    GenerationFailed: Http(500),
+}
+"""Domain error -> its answer; the most specific class of an error wins. The message is the
+error's own; `param` is its `param` (BadRequest's)."""
+
+
+def api_error(exc: BaseException) -> APIError | None:
+    """The HTTP error for `exc` (an APIError as it is), or None when `exc` is not a domain
+    error: a bug, for CatchAllMiddleware's logged 500."""
+    if isinstance(exc, APIError):
+        return exc
+    http = next((HTTP[c] for c in type(exc).__mro__ if c in HTTP), None)
+    if http is None:
+        return None
+    retry = getattr(exc, "retry_after", http.retry_after)
+    headers = None if retry is None else {"Retry-After": str(max(1, math.ceil(retry)))}
+    param = getattr(exc, "param", None)
+    return APIError(http.status, str(exc), param=param, code=http.code, headers=headers)
+
+
 def _validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     first = errors[0] if errors else {}
@@ -103,9 +158,11 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return APIError(exc.status_code, msg, headers=exc.headers).response()
 
-    @app.exception_handler(TunelabError)
-    async def _user(request: Request, exc: TunelabError) -> JSONResponse:
-        return APIError(400, str(exc)).response()
+    async def _domain(request: Request, exc: Exception) -> JSONResponse:
+        return api_error(exc).response()
+
+    for cls in (TunelabError, GenerationFailed):  # subclasses: looked up along the MRO
+        app.add_exception_handler(cls, _domain)
 
 
 class CatchAllMiddleware:

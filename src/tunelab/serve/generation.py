@@ -1,7 +1,7 @@
 """The narrow interface between the completion endpoints and whatever runs generation.
 
     gen = SerialGenerator(served, max_queue=64, metrics=metrics)
-    events = gen.submit(GenRequest(prompt_ids, opts, timeout=60))  # 429 raised here, at once
+    events = gen.submit(GenRequest(prompt_ids, opts, timeout=60))  # QueueFull raised at once
     async for ev in events:        # GenEvent: a text delta, or a choice's finish (or raises)
         ...
 
@@ -11,6 +11,10 @@ through `tunelab.decoding.generate`) in a worker thread behind a bounded queue; 
 it with `--serial-generation`. The default is `scheduler.ContinuousGenerator` (continuous
 batching) behind the same `submit`. The worker stops a request as soon as its client is gone
 (the async iterator was closed) or its deadline passed.
+
+Engine-side code: generators raise domain errors, never HTTP ones: QueueFull from `submit`;
+from the events, DeadlineExceeded, a TunelabError for options the engine refuses, and
+GenerationFailed for a bug (its traceback logged here). serve/errors.py maps them to HTTP.
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ from tunelab.decoding import DecodingOptions, generate
 from tunelab.decoding.engine import Engine, Request
 from tunelab.decoding.text import TextTracker
 from tunelab.errors import TunelabError
-from tunelab.serve.batching import deadline_error, queue_full_error
-from tunelab.serve.errors import APIError
+from tunelab.serve.domain_errors import GenerationFailed, deadline_exceeded, queue_full
 
 log = logging.getLogger("tunelab.serve")
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's finish_reason
@@ -42,7 +45,7 @@ class GenRequest:
     opts: DecodingOptions
     """num_return_sequences is the request's n."""
     timeout: float = 60.0
-    """Seconds from submission until the request is ended with 504."""
+    """Seconds from submission until the request is ended with DeadlineExceeded."""
 
 
 @dataclass
@@ -59,7 +62,8 @@ class GenEvent:
 
 class Generator(Protocol):
     def submit(self, request: GenRequest) -> AsyncIterator[GenEvent]:
-        """Queue a request; raises APIError 429 at once when the queue is full."""
+        """Queue a request; raises QueueFull at once when the queue is full, ShuttingDown
+        once stopping. Its events raise DeadlineExceeded, TunelabError or GenerationFailed."""
         ...
 
     def stop(self) -> None: ...
@@ -93,7 +97,7 @@ async def job_events(job: Job, end: object) -> AsyncIterator[GenEvent]:
             try:
                 item = await asyncio.wait_for(job.events.get(), max(left, 0) + 0.5)
             except TimeoutError:
-                raise deadline_error(job.request.timeout) from None
+                raise deadline_exceeded(job.request.timeout) from None
             if item is end:
                 return
             if isinstance(item, Exception):
@@ -145,7 +149,7 @@ class SerialGenerator:
         with self._lock:
             full = self._waiting >= self.max_queue
         if full:
-            raise queue_full_error("generation", self._service_s * (1 + self._waiting))
+            raise queue_full("generation", self._service_s * (1 + self._waiting))
         loop = asyncio.get_running_loop()
         job = Job(request, loop, asyncio.Queue(), time.monotonic() + request.timeout)
         self._depth(+1)
@@ -168,17 +172,17 @@ class SerialGenerator:
             t0 = time.perf_counter()
             try:
                 if time.monotonic() > job.deadline:
-                    job.emit(deadline_error(job.request.timeout))
+                    job.emit(deadline_exceeded(job.request.timeout))
                 elif job.request.opts.num_beams > 1:
                     self._beam(job)
                 else:
                     self._decode(job)
                 job.emit(_STOP)
             except TunelabError as exc:
-                job.emit(APIError(400, str(exc)))
-            except Exception:  # noqa: BLE001 - the client gets a 500 body, the log the traceback
+                job.emit(exc)
+            except Exception as exc:  # noqa: BLE001 - the client gets one line, the log the traceback
                 log.exception("generation failed")
-                job.emit(APIError(500, "generation failed: the server log has the details"))
+                job.emit(GenerationFailed(exc))
             finally:
                 if self.metrics is not None:
                     self.metrics.batch_size.labels("generate").set(0)
@@ -211,7 +215,7 @@ class SerialGenerator:
             if job.cancel.is_set():
                 return  # the client is gone: free the worker
             if time.monotonic() > job.deadline:
-                job.emit(deadline_error(req.timeout))
+                job.emit(deadline_exceeded(req.timeout))
                 return
             for ev in engine.step():
                 k, tracker = index[ev.request_id]

@@ -96,30 +96,32 @@ def load_served(source: str, name: str | None = None) -> Served:
     """
     import torch
 
-    from tunelab.models import RUN_MARKER, detect_family, read_run_marker, resolve_source
+    from tunelab.models.families import detect_family
+    from tunelab.models.sources import resolve_source
+    from tunelab.runs.marker import MARKER_FILE, read_marker
 
     path = Path(source).expanduser()
     name = name or (path.name if path.exists() else source)
-    if (path / RUN_MARKER).is_file():
-        marker = read_run_marker(path)
+    if (path / MARKER_FILE).is_file():
+        marker = read_marker(path)
         require_safetensors(path)
-        if not (path / "config.json").is_file() and marker.get("base_model"):
-            require_safetensors(resolve_source(marker["base_model"], marker.get("gguf_file")))
-        if marker.get("task") == "classification":
-            from tunelab.runfolder import load_run
+        if not (path / "config.json").is_file() and marker.base_model:
+            require_safetensors(resolve_source(marker.base_model, marker.gguf_file))
+        if marker.task == "classification":
+            from tunelab.runs.open import open_classifier
 
-            model, tok, marker = load_run(path)
+            model, tok, marker = open_classifier(path)
             model.eval()
-            enc = _encoder_body(model) if marker.get("family") == "encoder" else None
+            enc = _encoder_body(model) if marker.family == "encoder" else None
             return Served(
                 name,
                 "classify",
-                marker.get("family", "encoder"),
+                marker.family or "encoder",
                 model,
                 tok,
                 _context(model.config, tok),
-                list(marker["labels"]),
-                marker.get("max_length"),
+                list(marker.labels or []),
+                marker.max_length,
                 enc,
             )
         return _generator(name, str(path))
@@ -130,7 +132,7 @@ def load_served(source: str, name: str | None = None) -> Served:
     config = AutoConfig.from_pretrained(folder)
     family = detect_family(config)
     if family == "encoder":
-        from tunelab.models import load_tokenizer
+        from tunelab.models.sources import load_tokenizer
 
         model = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
         tok = load_tokenizer(folder)
@@ -142,9 +144,9 @@ def load_served(source: str, name: str | None = None) -> Served:
 
 def _generator(name: str, source: str) -> Served:
     """A causal or seq2seq LM (model, run folder or merged run) served for generation."""
-    from tunelab.models import load_lm
+    from tunelab.runs.open import open_lm
 
-    loaded = load_lm(source)
+    loaded, _ = open_lm(source)
     return Served(
         name,
         "generate",
@@ -214,19 +216,19 @@ def check_source(source: str) -> None:
         TunelabError: a missing path, a folder that is not a model, or pickle-only weights.
     """
     from tunelab.defaults import EMBEDDED_MODELS
-    from tunelab.models import RUN_MARKER, read_run_marker
+    from tunelab.runs.marker import MARKER_FILE, read_marker
 
     path = Path(source).expanduser()
     if source in EMBEDDED_MODELS and not path.exists():
         return
-    if path.is_dir() and (path / RUN_MARKER).is_file():
-        read_run_marker(path)
+    if path.is_dir() and (path / MARKER_FILE).is_file():
+        read_marker(path)
         require_safetensors(path)
         return
     if path.is_dir():
         if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
             raise TunelabError(
-                f"{path} is not a model folder (no config.json, no .gguf, no {RUN_MARKER}): "
+                f"{path} is not a model folder (no config.json, no .gguf, no {MARKER_FILE}): "
                 "pass a run folder, a Hugging Face model folder or an embedded model name"
             )
         if (path / "config.json").is_file():
@@ -239,6 +241,6 @@ def check_source(source: str) -> None:
             f"{source} is not a model: pass a run folder, a model folder, a .gguf file or an "
             f"embedded name ({', '.join(EMBEDDED_MODELS)})"
         )
-    from tunelab.models import resolve_source
+    from tunelab.models.sources import resolve_source
 
     resolve_source(source)  # raises the one-line error for an unknown or offline name

@@ -4,7 +4,7 @@ Each request's inputs are checked here (empty, too long for the model) and then 
 with those of other requests that arrived within the batch window, in the model's worker
 thread. Classification truncates inputs to the run's training max_length, as `tunelab
 predict` does; embeddings refuse an input longer than the model's context; scoring slides a
-window over long texts (tunelab.scoring).
+window over long texts (tunelab.evaluation.scoring).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ async def embeddings(body: EmbeddingsRequest, request: Request):
 
 
 def _score_fn(served, max_batch: int):
-    from tunelab.scoring import score
+    from tunelab.evaluation.scoring import score
 
     def run(items: list[tuple[str, str | None]]):
         out: list = [None] * len(items)

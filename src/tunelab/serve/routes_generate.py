@@ -5,8 +5,8 @@ num_return_sequences), prompts are tokenized and checked against the model's con
 and the work goes to the app's `Generator` (generation.py). Streaming answers are server-sent
 events: `data: {chunk}\\n\\n` per text delta, a final chunk per choice with its finish_reason,
 optionally a usage chunk (stream_options.include_usage), then `data: [DONE]`. An error after
-the stream started (a deadline) is sent as `data: {"error": {...}}`, which the openai client
-raises.
+the stream started (a deadline) is sent as `data: {"error": {...}}` (the body
+`serve.errors.api_error` maps the domain error to), which the openai client raises.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 
 from tunelab.decoding import DecodingOptions
 from tunelab.decoding.options import check_options
-from tunelab.serve.errors import APIError
+from tunelab.serve.errors import APIError, api_error
 from tunelab.serve.generation import GenEvent, GenRequest
 from tunelab.serve.schemas import ChatRequest, CompletionRequest
 from tunelab.serve.state import ServeState, unless_disconnected, until_disconnect
@@ -143,7 +143,7 @@ class _Run:
         gen = st.get_generator(st.require(endpoint))
         self.events: AsyncIterator[GenEvent] = gen.submit(
             GenRequest(prompts, opts, st.settings.request_timeout)
-        )  # raises 429 now, before any response is sent
+        )  # raises QueueFull (429) now, before any response is sent
 
     def seen(self, ev: GenEvent) -> None:
         if self.first and ev.text:
@@ -222,8 +222,11 @@ class _Run:
                 usage["usage"] = self.usage(completion)
                 yield line(usage)
             yield "data: [DONE]\n\n"
-        except APIError as exc:
-            yield line(exc.body())
+        except Exception as exc:
+            err = api_error(exc)
+            if err is None:
+                raise  # a bug: CatchAllMiddleware logs it and ends the response
+            yield line(err.body())
         finally:
             watch.cancel()
 

@@ -2,18 +2,22 @@
 between decoding steps.
 
     gen = ContinuousGenerator(served, max_queue=64, metrics=metrics, max_batch=32)
-    events = gen.submit(GenRequest(prompt_ids, opts, timeout=60))  # 429 raised here, at once
+    events = gen.submit(GenRequest(prompt_ids, opts, timeout=60))  # QueueFull raised at once
+
+Engine-side code: it raises domain errors (QueueFull, DeadlineExceeded, ShuttingDown,
+TunelabError, GenerationFailed), never HTTP ones; serve/errors.py maps them to HTTP.
 
 One worker thread owns one decoding `Engine` (tunelab.decoding.engine). Submitted requests
-wait in a bounded admission queue (`max_queue` waiting requests; one more is refused with 429
-and Retry-After). Between two decoding steps the worker admits waiting requests, oldest
-first, while the batch has room (`max_batch` sequences: a request with p prompts and n
-choices takes p x n); the engine prefills them and merges them into the running batch. Every
-step's tokens go through the request's `TextTracker` (stop strings, UTF-8-safe deltas) and to
-its asyncio queue (`loop.call_soon_threadsafe`). A sequence that ends (EOS, length, a stop
-string) leaves the batch at once; a request whose client is gone (its event iterator was
-closed) or whose deadline passed is cancelled in the engine and frees its rows at the next
-step. With nothing to do the worker blocks on the admission queue.
+wait in a bounded admission queue (`max_queue` waiting requests; one more is refused with
+QueueFull, whose retry_after estimates when there is room). Between two decoding steps the
+worker admits waiting requests, oldest first, while the batch has room (`max_batch`
+sequences: a request with p prompts and n choices takes p x n); the engine prefills them and
+merges them into the running batch. Every step's tokens go through the request's
+`TextTracker` (stop strings, UTF-8-safe deltas) and to its asyncio queue
+(`loop.call_soon_threadsafe`). A sequence that ends (EOS, length, a stop string) leaves the
+batch at once; a request whose client is gone (its event iterator was closed) or whose
+deadline passed is cancelled in the engine and frees its rows at the next step. With nothing
+to do the worker blocks on the admission queue.
 
 Two kinds of request cannot share the running batch, and run alone between batches (admission
 stops until the batch has drained, they run, then batching resumes; arrival order is kept):
@@ -49,9 +53,8 @@ from tunelab.decoding import generate
 from tunelab.decoding.engine import Engine, Request
 from tunelab.decoding.options import is_greedy
 from tunelab.decoding.text import TextTracker
-from tunelab.errors import TunelabError
-from tunelab.serve.batching import deadline_error, queue_full_error
-from tunelab.serve.errors import APIError
+from tunelab.errors import ShuttingDown, TunelabError
+from tunelab.serve.domain_errors import GenerationFailed, deadline_exceeded, queue_full
 from tunelab.serve.generation import FINISH, GenEvent, GenRequest, Job, emit_step, job_events
 
 log = logging.getLogger("tunelab.serve")
@@ -90,11 +93,11 @@ class ContinuousGenerator:
         self._inbox: queue.Queue = queue.Queue()
         self._pending: deque[_Job] = deque()  # worker side: waiting, in arrival order
         self._running: list[_Job] = []
-        self._waiting = 0  # submitted and not yet admitted (the 429 bound)
+        self._waiting = 0  # submitted and not yet admitted (the QueueFull bound)
         self._lock = threading.Lock()
         self._closing = False
         self._ids = itertools.count()
-        self._service_s = 1.0  # running mean of a request's time in the batch, for Retry-After
+        self._service_s = 1.0  # running mean of a request's time in the batch, for retry_after
         self._thread = threading.Thread(target=self._work, name="tunelab-batch-gen", daemon=True)
         self._thread.start()
 
@@ -107,16 +110,11 @@ class ContinuousGenerator:
         job = _Job(request, loop, asyncio.Queue(), time.monotonic() + request.timeout)
         with self._lock:
             if self._closing:
-                raise APIError(
-                    503,
-                    "the server is shutting down: retry on another instance",
-                    code="shutting_down",
-                    headers={"Retry-After": "5"},
-                )
+                raise ShuttingDown("the server is shutting down: retry on another instance")
             waiting = self._waiting
             if waiting >= self.max_queue:
                 batches = 1 + waiting / max(self.max_batch, 1)
-                raise queue_full_error("generation", self._service_s * batches)
+                raise queue_full("generation", self._service_s * batches)
             self._waiting += 1
             self._inbox.put(job)  # under the lock: never behind the shutdown signal
         self._gauge_queue()
@@ -186,11 +184,11 @@ class ContinuousGenerator:
                 self._pending.remove(job)
                 self._unqueue(job)
                 if not job.cancel.is_set():
-                    job.emit(deadline_error(job.request.timeout))
+                    job.emit(deadline_exceeded(job.request.timeout))
         for job in list(self._running):
             if job.cancel.is_set() or now > job.deadline:
                 if not job.cancel.is_set():
-                    job.emit(deadline_error(job.request.timeout))
+                    job.emit(deadline_exceeded(job.request.timeout))
                 self._finish(job, cancel_rows=True)
 
     def _admit(self) -> None:
@@ -258,13 +256,12 @@ class ContinuousGenerator:
             self._running.remove(job)
 
     def _fail(self, jobs: list[_Job], exc: Exception) -> None:
-        if isinstance(exc, TunelabError):
-            err = APIError(400, str(exc))
-        else:
+        """`exc` to every job's client: as it is when the user caused it (bad options), else
+        logged with its traceback here and sent as GenerationFailed."""
+        if not isinstance(exc, TunelabError):
             log.error("generation failed", exc_info=exc)
-            err = APIError(500, "generation failed: the server log has the details")
         for job in jobs:
-            job.emit(err)
+            job.emit(exc if isinstance(exc, TunelabError) else GenerationFailed(exc))
 
     def _run_alone(self, job: _Job) -> None:
         """Beam search or seeded sampling, with the batch empty: nothing else runs meanwhile."""
@@ -285,7 +282,7 @@ class ContinuousGenerator:
             while job.rows:
                 if job.cancel.is_set() or time.monotonic() > job.deadline:
                     if not job.cancel.is_set():
-                        job.emit(deadline_error(req.timeout))
+                        job.emit(deadline_exceeded(req.timeout))
                     return
                 self._step(engine, alone)
         except Exception as exc:  # noqa: BLE001

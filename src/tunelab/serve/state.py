@@ -1,8 +1,9 @@
 """What the endpoints share: settings, the model, keys, limits, metrics, queues.
 
 `ServeState.require(endpoint)` is the one place that says whether the model can serve an
-endpoint now: 503 (with Retry-After) while it loads or when it failed to load, 400 when the
-model is of the wrong kind for that endpoint.
+endpoint now: ModelLoading while it loads, ModelFailed when it failed to load, ModelNotServed
+for another model's name, EndpointNotServed when the model is of the wrong kind for that
+endpoint (domain errors: serve/errors.py answers them with 503 + Retry-After, 503, 404, 400).
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import Request
 
+from tunelab.errors import TunelabError
 from tunelab.serve.auth import KeyChecker
 from tunelab.serve.batching import MicroBatcher
-from tunelab.serve.errors import APIError
+from tunelab.serve.domain_errors import (
+    ClientGone,
+    EndpointNotServed,
+    GenerationFailed,
+    ModelFailed,
+    ModelLoading,
+    ModelNotServed,
+)
 from tunelab.serve.limits import RateLimiter
 from tunelab.serve.loading import ModelHolder, Served
 from tunelab.serve.masking import mask_any
@@ -44,32 +53,28 @@ class ServeState:
         return self.settings.served_model_name or self.holder.name or "model"
 
     def require(self, endpoint: str, model: str | None = None) -> Served:
-        """The served model, if it is loaded and serves `endpoint` (else an APIError)."""
+        """The served model, if it is loaded and serves `endpoint`.
+
+        Raises:
+            ModelFailed, ModelLoading: the model failed to load, or is not loaded yet.
+            ModelNotServed: `model` (the request's) names another model.
+            EndpointNotServed: the model is of the wrong kind for `endpoint`.
+        """
         if self.holder.error:
-            raise APIError(
-                503, f"the model failed to load: {self.holder.error}", code="model_error"
-            )
+            raise ModelFailed(f"the model failed to load: {self.holder.error}")
         served = self.holder.served
         if served is None:
-            raise APIError(
-                503,
-                "the model is still loading: retry shortly (GET /ready says when)",
-                code="model_loading",
-                headers={"Retry-After": "5"},
+            raise ModelLoading(
+                "the model is still loading: retry shortly (GET /ready says when)", retry_after=5
             )
         if model is not None and model != self.model_name:
-            raise APIError(
-                404,
-                f"model {model!r} is not served here: this server serves {self.model_name!r}",
-                param="model",
-                code="model_not_found",
+            raise ModelNotServed(
+                f"model {model!r} is not served here: this server serves {self.model_name!r}"
             )
         if endpoint not in served.endpoints:
-            raise APIError(
-                400,
+            raise EndpointNotServed(
                 f"{self.model_name} is a {served.family} {served.kind} model and does not serve "
-                f"{endpoint}; it serves {', '.join(served.endpoints)}",
-                code="unsupported_endpoint",
+                f"{endpoint}; it serves {', '.join(served.endpoints)}"
             )
         return served
 
@@ -132,7 +137,8 @@ async def until_disconnect(request: Request) -> None:
 
 
 async def unless_disconnected(request: Request, coro):
-    """Await `coro`, cancelling it (and so dropping its queued work) if the client leaves."""
+    """Await `coro`, cancelling it (and so dropping its queued work) if the client leaves:
+    then raises ClientGone."""
     work = asyncio.ensure_future(coro)
     watch = asyncio.ensure_future(until_disconnect(request))
     try:
@@ -145,6 +151,6 @@ async def unless_disconnected(request: Request, coro):
     if work.done():
         return work.result()
     work.cancel()
-    with contextlib.suppress(asyncio.CancelledError, APIError):
+    with contextlib.suppress(asyncio.CancelledError, TunelabError, GenerationFailed):
         await work
-    raise APIError(499, "the client closed the connection", code="client_closed")
+    raise ClientGone("the client closed the connection")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Strategy, first_doc_line
+from tunelab.strategies.options import AdaLoraOptions
 from tunelab.strategies.peft_common import (
     module_names,
     prepare_loaded,
@@ -16,33 +15,6 @@ from tunelab.strategies.peft_common import (
     trained_modules,
     wrap,
 )
-
-
-@dataclass
-class AdaLoraOptions:
-    init_r: int = 12
-    """Rank every adapted weight starts with."""
-    target_r: int = 8
-    """Average rank per adapted weight once the budget has been cut (below init_r): the ranks
-    that remain go to the weights whose updates matter most."""
-    alpha: int = 24
-    """Scaling numerator: updates are scaled by alpha / init_r (24 / 12 = 2, as lora's 16 / 8)."""
-    dropout: float = 0.1
-    """Dropout on the adapter input."""
-    target_modules: str | None = None
-    """Comma-separated module names to adapt, or `all-linear` (default: lora's, i.e. peft's
-    LoRA choice for the architecture, e.g. query,value for BERT, q_proj,v_proj for Llama, q,v
-    for T5; all-linear spreads the budget over every weight, as the AdaLoRA paper does)."""
-    tinit: float = 0.1
-    """Fraction of the run's steps trained at init_r before the budget starts to shrink."""
-    tfinal: float = 0.5
-    """Fraction of the run's steps, at the end, trained with the final ranks fixed (the
-    AdaLoRA paper's GLUE runs spend about 10% warming up and half the run in this phase)."""
-    deltaT: int = 10
-    """Steps between two reallocations of the budget while it shrinks."""
-    orth_reg_weight: float = 0.1
-    """Weight of the penalty keeping the singular vectors orthogonal (the paper's 0.1), added
-    to the training loss only: evaluation losses stay the plain task loss."""
 
 
 def schedule(options: AdaLoraOptions, total_steps: int) -> tuple[int, int]:

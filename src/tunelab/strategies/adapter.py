@@ -39,15 +39,15 @@ transformers 5; peft 0.21 has no bottleneck adapters. The module is small enough
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.models import head_module_names
+from tunelab.models.families import head_module_names
 from tunelab.strategies.base import Strategy, first_doc_line
 from tunelab.strategies.features import head_parameter_names
+from tunelab.strategies.options import AdapterOptions
 
 PLACEMENTS = ("houlsby", "pfeiffer")
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -58,27 +58,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 ADAPTER = "adapter"
 """Attribute (and state-dict name part) of an adapter on its projection."""
-
-
-@dataclass
-class AdapterConfig:
-    placement: str = "pfeiffer"
-    """Where adapters go in every block: `pfeiffer` (after the feed-forward output only) or
-    `houlsby` (after the attention output and the feed-forward output)."""
-    reduction: int = 16
-    """Bottleneck size = hidden size // reduction (at least 1), e.g. 24 for a 384-wide MiniLM."""
-    activation: str = "relu"
-    """Non-linearity inside the bottleneck: relu, gelu, silu or tanh."""
-    init_scale: float = 0.0
-    """Standard deviation of the up projection's initial weights; 0 starts every adapter as an
-    exact identity (the adapted model computes what the base did until it trains)."""
-    train_norms: bool = False
-    """Also train the model's LayerNorm / RMSNorm weights (Houlsby et al. did); by default the
-    base model stays frozen as it is (AdapterHub's default)."""
-    layers: str | None = None
-    """Comma-separated block indices to adapt, counted in each stack of blocks (T5's encoder
-    and decoder separately); negative ones count from the end, e.g. -2,-1; none adapts every
-    block."""
 
 
 class Bottleneck(nn.Module):
@@ -189,7 +168,7 @@ def _layer_indices(spec: str | None, n: int) -> list[int]:
     return sorted(set(picked))
 
 
-def check_options(options: AdapterConfig) -> None:
+def check_options(options: AdapterOptions) -> None:
     """One-line errors for option values that cannot work."""
     if options.placement not in PLACEMENTS:
         raise TunelabError(
@@ -216,7 +195,7 @@ def _is_norm(module: nn.Module) -> bool:
     )
 
 
-def apply(model: nn.Module, options: AdapterConfig, family: str, total_steps: int) -> nn.Module:
+def apply(model: nn.Module, options: AdapterOptions, family: str, total_steps: int) -> nn.Module:
     """Freeze the model, add adapters to every selected block, train them and the head."""
     check_options(options)
     stacks = find_blocks(model)
@@ -265,4 +244,4 @@ def adapters(model: nn.Module) -> dict[str, Bottleneck]:
     }
 
 
-STRATEGY = Strategy("adapter", AdapterConfig, apply, first_doc_line(__doc__), can_merge=False)
+STRATEGY = Strategy("adapter", AdapterOptions, apply, first_doc_line(__doc__), can_merge=False)

@@ -29,6 +29,15 @@ class TrainView:
 
 
 @dataclass(frozen=True)
+class BoundHooks:
+    """A strategy's loop hooks with its options bound, as `training.loop.train` takes them."""
+
+    before_step: Callable[[nn.Module, int, int], None] | None
+    after_step: Callable[[nn.Module, int], None] | None
+    param_groups: Callable[[nn.Module, float, float], list[dict]] | None
+
+
+@dataclass(frozen=True)
 class Strategy:
     """A registered strategy.
 
@@ -56,6 +65,15 @@ class Strategy:
     train_view: Callable[..., TrainView | None] | None = None
     """(model, options, datasets, collate, batch_size, progress) -> a TrainView to train in
     place of the model on its datasets, or None: e.g. a head on cached backbone features."""
+
+    def bound_hooks(self, options: Any) -> BoundHooks:
+        """The loop hooks with this run's options bound (None where the strategy has none)."""
+        b, a, g = self.before_step, self.after_step, self.param_groups
+        return BoundHooks(
+            before_step=(lambda m, s, e: b(m, options, s, e)) if b else None,
+            after_step=(lambda m, s: a(m, options, s)) if a else None,
+            param_groups=(lambda m, lr, wd: g(m, options, lr, wd)) if g else None,
+        )
 
     def options(self, values: dict[str, Any] | Any | None = None) -> Any:
         """The options dataclass from a dict (as in a config), or unchanged if already one."""

@@ -13,7 +13,6 @@ embedded MiniLM far below a trained one; see strategies/lora.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -22,15 +21,9 @@ from tqdm.auto import tqdm
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from tunelab.errors import TunelabError
-from tunelab.models import head_module_names
+from tunelab.models.families import head_module_names
 from tunelab.strategies.base import Strategy, TrainView, first_doc_line
-
-
-@dataclass
-class FeaturesConfig:
-    cache: bool = True
-    """Run the frozen backbone once and train the head on the kept features (false: run the
-    backbone every step, e.g. to compare the two)."""
+from tunelab.strategies.options import FeaturesOptions
 
 
 def _pooler(model: nn.Module) -> nn.Module | None:
@@ -56,7 +49,7 @@ def head_parameter_names(model: nn.Module) -> set[str]:
     }
 
 
-def apply(model: nn.Module, options: FeaturesConfig, family: str, total_steps: int) -> nn.Module:
+def apply(model: nn.Module, options: FeaturesOptions, family: str, total_steps: int) -> nn.Module:
     """Freeze everything but the head (and a BERT-style pooler); the frozen backbone runs as
     in inference (no dropout) even while the head trains, so its features are the same ones
     the cache holds and that the deployed model computes."""
@@ -220,7 +213,7 @@ def extract(
 
 def train_view(
     model: nn.Module,
-    options: FeaturesConfig,
+    options: FeaturesOptions,
     datasets: dict[str, Dataset],
     collate,
     batch_size: int,
@@ -243,5 +236,5 @@ def train_view(
 
 
 STRATEGY = Strategy(
-    "features", FeaturesConfig, apply, first_doc_line(__doc__), train_view=train_view
+    "features", FeaturesOptions, apply, first_doc_line(__doc__), train_view=train_view
 )

@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
 
 from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Strategy, first_doc_line
 from tunelab.strategies.layers import LayerGroup, block_groups, layer_groups
+from tunelab.strategies.options import FreezeOptions
 
 PARTS = ("encoder", "decoder")
-
-
-@dataclass
-class FreezeConfig:
-    embeddings: bool = True
-    """Freeze the embeddings (token, position and token-type embeddings and their norm)."""
-    layers: int | None = None
-    """Freeze the lowest N transformer blocks, counted bottom to top (in an encoder-decoder:
-    every encoder block, then the decoder's). Default: half of them, rounded down (3 of
-    MiniLM's 6), or 0 when `part` is set."""
-    patterns: str | None = None
-    """Comma-separated parameter names to freeze as well: shell globs matched against the whole
-    name (`*.bias`, `*attention*`), or regular expressions searched in it after `re:`
-    (`re:layer\\.[0-3]\\.`). Each must match some parameter; the head always trains."""
-    part: str | None = None
-    """`encoder` or `decoder`: freeze every block of that stack of an encoder-decoder model
-    (T5, BART), the encoder's final norm included; the decoder's final norm is part of the
-    head, which always trains."""
 
 
 def _matcher(pattern: str):
@@ -45,7 +27,7 @@ def _matcher(pattern: str):
     return lambda name: fnmatch.fnmatchcase(name, pattern)
 
 
-def frozen_names(model: nn.Module, options: FreezeConfig, family: str) -> set[str]:
+def frozen_names(model: nn.Module, options: FreezeOptions, family: str) -> set[str]:
     """The parameter names `options` freeze on `model`.
 
     Raises:
@@ -95,7 +77,7 @@ def frozen_names(model: nn.Module, options: FreezeConfig, family: str) -> set[st
     return frozen - head
 
 
-def apply(model: nn.Module, options: FreezeConfig, family: str, total_steps: int) -> nn.Module:
+def apply(model: nn.Module, options: FreezeOptions, family: str, total_steps: int) -> nn.Module:
     """Freeze what `options` say (the head always trains) and return the model.
 
     Raises:
@@ -109,4 +91,4 @@ def apply(model: nn.Module, options: FreezeConfig, family: str, total_steps: int
     return model
 
 
-STRATEGY = Strategy("freeze", FreezeConfig, apply, first_doc_line(__doc__))
+STRATEGY = Strategy("freeze", FreezeOptions, apply, first_doc_line(__doc__))

@@ -10,32 +10,16 @@ learning rate when `decay` > 1 (Howard & Ruder 2018, "Universal Language Model F
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Strategy, first_doc_line
 from tunelab.strategies.layers import LayerGroup, layer_groups
+from tunelab.strategies.options import GradualOptions
 from tunelab.training import optim
 
 
-@dataclass
-class GradualConfig:
-    start_groups: int = 1
-    """Blocks that train from step 0 beside the head, from the top (0: the head alone)."""
-    every: str = "epoch"
-    """When the next lower group is unfrozen: `epoch` (at the start of each epoch) or a number
-    of optimizer steps, e.g. 50."""
-    embeddings: bool = True
-    """Unfreeze the embeddings last, after the lowest block (false: frozen the whole run)."""
-    decay: float = 1.0
-    """Discriminative learning rates, as a divisor per group from the top: the head trains at
-    lr, the top block at lr / decay, the next at lr / decay**2 ... the embeddings at
-    lr / decay**(blocks + 1). 1: one learning rate for all; ULMFiT used 2.6."""
-
-
-def unfreeze_every(options: GradualConfig) -> int | None:
+def unfreeze_every(options: GradualOptions) -> int | None:
     """Steps between two unfreezings, or None for once per epoch.
 
     Raises:
@@ -51,7 +35,7 @@ def unfreeze_every(options: GradualConfig) -> int | None:
     )
 
 
-def unfreeze_order(model: nn.Module, options: GradualConfig) -> list[LayerGroup]:
+def unfreeze_order(model: nn.Module, options: GradualOptions) -> list[LayerGroup]:
     """The groups in the order they start training: head, blocks top-down, embeddings.
 
     Embeddings come last only with `options.embeddings`; otherwise they are not listed.
@@ -63,13 +47,13 @@ def unfreeze_order(model: nn.Module, options: GradualConfig) -> list[LayerGroup]
     return head + blocks + embeddings
 
 
-def n_open(options: GradualConfig, step: int, epoch: int) -> int:
+def n_open(options: GradualOptions, step: int, epoch: int) -> int:
     """How many block / embedding groups train (beside the head) at (step, epoch)."""
     every = unfreeze_every(options)
     return options.start_groups + (epoch if every is None else step // every)
 
 
-def _set_state(model: nn.Module, options: GradualConfig, step: int, epoch: int) -> None:
+def _set_state(model: nn.Module, options: GradualOptions, step: int, epoch: int) -> None:
     order = unfreeze_order(model, options)
     head = [g for g in order if g.kind == "head"]
     below_head = [g for g in order if g.kind != "head"]
@@ -79,7 +63,7 @@ def _set_state(model: nn.Module, options: GradualConfig, step: int, epoch: int) 
         p.requires_grad_(name in open_names)
 
 
-def _check(options: GradualConfig) -> None:
+def _check(options: GradualOptions) -> None:
     unfreeze_every(options)
     if options.start_groups < 0:
         raise TunelabError(f"gradual.start_groups must be >= 0, got {options.start_groups}")
@@ -87,7 +71,7 @@ def _check(options: GradualConfig) -> None:
         raise TunelabError(f"gradual.decay must be positive (e.g. 2.6), got {options.decay}")
 
 
-def apply(model: nn.Module, options: GradualConfig, family: str, total_steps: int) -> nn.Module:
+def apply(model: nn.Module, options: GradualOptions, family: str, total_steps: int) -> nn.Module:
     """Set the step-0 state: only the head and the top `start_groups` blocks train.
 
     Raises:
@@ -103,7 +87,7 @@ def apply(model: nn.Module, options: GradualConfig, family: str, total_steps: in
     return model
 
 
-def before_step(model: nn.Module, options: GradualConfig, step: int, epoch: int) -> None:
+def before_step(model: nn.Module, options: GradualOptions, step: int, epoch: int) -> None:
     """Unfreeze the groups due by (step, epoch); the state depends on nothing else."""
     _set_state(model, options, step, epoch)
 
@@ -123,7 +107,7 @@ def _no_decay_ids(model: nn.Module) -> set[int]:
 
 
 def param_groups(
-    model: nn.Module, options: GradualConfig, lr: float, weight_decay: float
+    model: nn.Module, options: GradualOptions, lr: float, weight_decay: float
 ) -> list[dict]:
     """Two AdamW groups (decayed, not decayed) per layer group that will train during the run,
     frozen ones included, the i-th from the top (the head is 0) at lr / decay**i; each group
@@ -153,7 +137,7 @@ def param_groups(
 
 STRATEGY = Strategy(
     "gradual",
-    GradualConfig,
+    GradualOptions,
     apply,
     first_doc_line(__doc__),
     before_step=before_step,

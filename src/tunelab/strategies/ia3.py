@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from tunelab.strategies.base import Strategy, first_doc_line
+from tunelab.strategies.options import Ia3Options
 from tunelab.strategies.peft_common import (
     module_names,
     prepare_loaded,
@@ -18,18 +17,6 @@ from tunelab.strategies.peft_common import (
 FFN_OUTPUT_NAMES = ("down_proj", "fc2", "wo", "w2", "dense_4h_to_h", "fc_out")
 """Names that second feed-forward layers go by (Llama, OPT, T5, Mixtral, GPT-NeoX, GPT-J):
 (IA)^3 rescales their input, the feed-forward activations, when peft has no mapping."""
-
-
-@dataclass
-class Ia3Options:
-    target_modules: str | None = None
-    """Comma-separated module names to rescale, or `all-linear` (default: peft's choice for the
-    architecture, e.g. key,value,output.dense for BERT, k_proj,v_proj,down_proj for Llama,
-    k,v,wo for T5; all linear layers where peft has none)."""
-    feedforward_modules: str | None = None
-    """Comma-separated target modules whose input is rescaled instead of their output, i.e.
-    second feed-forward layers (default: peft's choice, e.g. down_proj for Llama, wo for T5;
-    where peft has none, the layers named like one of down_proj, fc2, wo, w2, dense_4h_to_h)."""
 
 
 def _linear_names(model: nn.Module) -> set[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.models import detect_family, head_module_names
+from tunelab.models.families import detect_family, head_module_names
 
 LAYER_COUNT_KEYS = (
     "num_hidden_layers",

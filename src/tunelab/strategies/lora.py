@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Strategy, first_doc_line
+from tunelab.strategies.options import LoraOptions
 from tunelab.strategies.peft_common import task_type, trained_modules
 
 
-@dataclass
-class LoraConfig:
-    r: int = 8
-    """Rank of the update matrices."""
-    alpha: int = 16
-    """Scaling numerator: updates are scaled by alpha / r."""
-    dropout: float = 0.1
-    """Dropout on the LoRA input."""
-    target_modules: str | None = None
-    """Comma-separated module names to adapt, or `all-linear` (default: peft's choice for the
-    architecture, e.g. query,value for BERT, q_proj,v_proj for Llama, q,v for T5)."""
-
-
-def apply(model: nn.Module, options: LoraConfig, family: str, total_steps: int) -> nn.Module:
+def apply(model: nn.Module, options: LoraOptions, family: str, total_steps: int) -> nn.Module:
     """Wrap `model` in a peft LoRA model for sequence classification.
 
     The classification head is trained in full (peft `modules_to_save`) because it is new,
@@ -41,7 +27,7 @@ def apply(model: nn.Module, options: LoraConfig, family: str, total_steps: int) 
         mapping = peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
         if model.config.model_type not in mapping:
             targets = "all-linear"
-    cfg = peft.LoraConfig(
+    cfg = peft.LoraOptions(
         task_type=task_type(model),
         r=options.r,
         lora_alpha=options.alpha,
@@ -58,4 +44,4 @@ def apply(model: nn.Module, options: LoraConfig, family: str, total_steps: int) 
         ) from None
 
 
-STRATEGY = Strategy("lora", LoraConfig, apply, first_doc_line(__doc__))
+STRATEGY = Strategy("lora", LoraOptions, apply, first_doc_line(__doc__))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.models import detect_family, head_module_names
+from tunelab.models.families import detect_family, head_module_names
 
 ENCODER_DECODER = "encoder-decoder"
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Strategy, first_doc_line
+from tunelab.strategies.options import PromptOptions
 from tunelab.strategies.peft_common import (
     prepare_loaded,
     refuse_encoder_decoder,
@@ -17,20 +16,6 @@ from tunelab.strategies.peft_common import (
 )
 
 INITS = {"vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
-
-
-@dataclass
-class PromptOptions:
-    num_virtual_tokens: int = 20
-    """Virtual tokens put before every text (Lester et al. found 20 close to longer prompts;
-    each one lengthens every sequence the model reads)."""
-    init: str = "vocab"
-    """Starting embeddings when no init_text is given: vocab (those of randomly drawn
-    vocabulary tokens, on the scale the model knows) or random (peft's N(0, 1), far larger
-    than real token embeddings)."""
-    init_text: str | None = None
-    """A text whose token embeddings start the prompt (repeated or cut to num_virtual_tokens),
-    e.g. a description of the task; read with the model's own tokenizer."""
 
 
 def tokenizer_source(model: nn.Module) -> str:

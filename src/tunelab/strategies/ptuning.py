@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Strategy, first_doc_line
+from tunelab.strategies.options import PtuningOptions
 from tunelab.strategies.peft_common import (
     prepare_loaded,
     refuse_encoder_decoder,
@@ -17,17 +16,6 @@ from tunelab.strategies.peft_common import (
 )
 
 ENCODERS = {"mlp": "MLP", "lstm": "LSTM"}
-
-
-@dataclass
-class PtuningOptions:
-    num_virtual_tokens: int = 20
-    """Virtual tokens put before every text (as prompt's; each one lengthens every sequence)."""
-    encoder_hidden_size: int | None = None
-    """Width of the prompt encoder; none: the model's hidden size."""
-    encoder: str = "mlp"
-    """Prompt encoder: mlp (peft's default, three linear layers) or lstm (a bidirectional LSTM
-    before the MLP, as in the P-tuning paper; slower)."""
 
 
 def apply(model: nn.Module, options: PtuningOptions, family: str, total_steps: int) -> nn.Module:

@@ -15,8 +15,16 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from tunelab.data.clean import clean_examples
+from tunelab.data.options import DataOptions
+from tunelab.data.readers import load_examples
+from tunelab.data.split import check_labels, stratified_split
 from tunelab.errors import TunelabError
 from tunelab.evaluation.metrics import ClassificationMetrics
+from tunelab.logs import say
+from tunelab.models.load import Loaded
+from tunelab.models.options import ModelOptions
+from tunelab.tasks.base import Encoded, Splits
 
 
 class EncodedDataset(Dataset):
@@ -135,3 +143,86 @@ def predict_probs(
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
             out[idx] = logits.float().softmax(-1).cpu()  # (batch, num_labels)
     return out
+
+
+def load_splits(data: DataOptions, seed: int, quiet: bool = False) -> Splits:
+    """train / validation / test examples of the data section (split files or one source)."""
+    d = data
+
+    def read(source: str, what: str) -> list[dict[str, str]]:
+        examples = load_examples(source, d.text_column, d.label_column)
+        examples, report = clean_examples(examples, d.normalize, d.dedupe)
+        say(f"{what} {source}: {report.summary()}", quiet)
+        if not examples:
+            raise TunelabError(
+                f"{source} has no usable examples after cleaning: check the text column"
+            )
+        return examples
+
+    if d.train_file:
+        train = read(d.train_file, "train")
+        val = read(d.validation_file, "validation") if d.validation_file else None
+        test = read(d.test_file, "test") if d.test_file else None
+        cut = stratified_split(
+            train,
+            test_size=0.0 if test else d.test_size,
+            val_size=0.0 if val is not None else d.val_size,
+            seed=seed,
+        )
+        return {
+            "train": cut["train"],
+            "validation": val if val is not None else cut["validation"],
+            "test": test if test else cut["test"],
+        }
+    examples = read(d.source, "data")
+    check_labels(examples)
+    if d.limit and d.limit < len(examples):
+        examples = stratified_split(
+            examples, test_size=d.limit / len(examples), val_size=0.0, seed=seed
+        )["test"]
+    return stratified_split(examples, d.test_size, d.val_size, seed)
+
+
+class ClassificationTask:
+    """text -> label: a sequence classifier with a fresh head for the training labels."""
+
+    name = "classification"
+    generative = False
+
+    def read_splits(self, data: DataOptions, seed: int, quiet: bool) -> Splits:
+        return load_splits(data, seed, quiet)
+
+    def describe(self, splits: Splits) -> str:
+        labels = check_labels(splits["train"])
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        return f"split: {sizes} | {len(labels)} labels: {', '.join(labels)}"
+
+    def load(self, model: ModelOptions, splits: Splits) -> Loaded:
+        from tunelab.models.load import load_classifier
+
+        labels = check_labels(splits["train"])
+        return load_classifier(model.name, labels, model.gguf_file, model.attention_dropout)
+
+    def encode(
+        self, splits: Splits, loaded: Loaded, data: DataOptions, eval_batch_size: int
+    ) -> Encoded:
+        labels = check_labels(splits["train"])
+        tok = loaded.tokenizer
+        collate = make_collate(tok)
+        encoded = {
+            k: encode_examples(v, tok, labels, data.max_length) for k, v in splits.items() if v
+        }
+
+        def run(model, dataset, desc: str, progress: bool, collate_fn=None) -> dict:
+            return evaluate(
+                model, dataset, collate_fn or collate, labels, eval_batch_size, progress, desc
+            )
+
+        return Encoded(encoded, collate, run)
+
+    def marker_fields(self, loaded: Loaded, data: DataOptions, splits: Splits) -> dict:
+        return {"labels": check_labels(splits["train"]), "max_length": data.max_length}
+
+
+def task(name: str) -> ClassificationTask:
+    return ClassificationTask()

@@ -22,11 +22,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from tunelab.config import TrainConfig
+from tunelab.training.options import TrainOptions
 from tunelab.errors import TunelabError
 from tunelab.evaluation.metrics import lower_is_better, metric_value
 from tunelab.training.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from tunelab.training.optim import build_optimizer, build_scheduler
+from tunelab.training.state import LoopState
 
 EvalFn = Callable[[nn.Module], dict[str, Any]]
 StepHook = Callable[[nn.Module, int, int], None]
@@ -51,16 +52,21 @@ class LoopResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def native_bf16() -> bool:
+    """Whether the device the loop trains on (the GPU when there is one, else the CPU) runs
+    bf16 natively (CPU: oneDNN's check for AVX-512 BF16 / AMX)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_precision(name: str) -> str:
     """accelerate's mixed-precision name ('bf16' or 'no') for fp32 / bf16 / auto."""
     if name not in ("auto", "fp32", "bf16"):
         raise TunelabError(f"unknown precision {name!r}: choose auto, fp32 or bf16")
     if name == "fp32":
         return "no"
-    if torch.cuda.is_available():
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    supported = native_bf16()
     if name == "bf16" and not supported:
         raise TunelabError("this machine has no native bf16: use --train.precision fp32 or auto")
     return "bf16" if supported else "no"
@@ -77,7 +83,7 @@ class JsonlLog:
             fh.write(json.dumps(record) + "\n")
 
 
-def plan_steps(n_examples: int, cfg: TrainConfig) -> tuple[int, int]:
+def plan_steps(n_examples: int, cfg: TrainOptions) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) of a run over `n_examples`."""
     batches_per_epoch = math.ceil(n_examples / cfg.batch_size)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
@@ -94,7 +100,7 @@ def train(
     model: nn.Module,
     train_data: Dataset,
     collate: Callable[[list], dict[str, torch.Tensor]],
-    cfg: TrainConfig,
+    cfg: TrainOptions,
     workdir: Path,
     evaluate: EvalFn | None = None,
     before_step: StepHook | None = None,
@@ -155,39 +161,33 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     log = JsonlLog(workdir / "log.jsonl")
     ckpt, best_path = workdir / "checkpoint", workdir / "best.safetensors"
-    st: dict[str, Any] = {
-        "step": 0,
-        "epoch": 0,
-        "batch": 0,
-        "best": None,
-        "best_step": None,
-        "bad_evals": 0,
-        "history": [],
-        "seen": 0,
-        "seconds": 0.0,
-    }
+    st = LoopState()
     if resume and (ckpt / "state.json").is_file():
-        st = load_checkpoint(ckpt, accel.unwrap_model(model), optimizer, scheduler)
-        log.write({"event": "resumed", "step": st["step"]})
+        st = LoopState.from_dict(
+            load_checkpoint(ckpt, accel.unwrap_model(model), optimizer, scheduler)
+        )
+        log.write({"event": "resumed", "step": st.step})
 
     higher = not lower_is_better(cfg.metric)
     bar = tqdm(
         total=total,
-        initial=st["step"],
+        initial=st.step,
         desc="training",
         unit="step",
         disable=not show_progress,
         dynamic_ncols=True,
     )
-    stop = st["step"] >= total or bool(st.get("stopped_early"))
-    t0, seen0 = time.perf_counter() - st["seconds"], st["seen"]
+    stop = st.step >= total or st.stopped_early
+    t0, seen0 = time.perf_counter() - st.seconds, st.seen
     t_run = time.perf_counter()
     running, micro, group = 0.0, 0, 1
     window_loss, window_steps = 0.0, 0  # training loss since the last log record
 
     def checkpoint() -> None:
-        st["seconds"] = time.perf_counter() - t0
-        save_checkpoint(ckpt, accel.unwrap_model(model), optimizer, scheduler, st, tracked)
+        st.seconds = time.perf_counter() - t0
+        save_checkpoint(
+            ckpt, accel.unwrap_model(model), optimizer, scheduler, st.to_dict(), tracked
+        )
 
     def run_eval() -> bool:
         """Evaluate, track the best, return True when early stopping says stop."""
@@ -197,101 +197,99 @@ def train(
         metrics = evaluate(model)
         model.train()
         value = metric_value(metrics, cfg.metric)
-        improved = st["best"] is None or (value > st["best"] if higher else value < st["best"])
+        improved = st.improves(value, higher)
         if improved:
-            st.update(best=value, best_step=st["step"], bad_evals=0)
+            st.best, st.best_step, st.bad_evals = value, st.step, 0
             if cfg.keep_best:
                 save_weights(accel.unwrap_model(model), best_path, tracked)
         else:
-            st["bad_evals"] += 1
+            st.bad_evals += 1
         record = {
-            "step": st["step"],
-            "epoch": round(st["step"] / steps_per_epoch, 3),
+            "step": st.step,
+            "epoch": round(st.step / steps_per_epoch, 3),
             "eval": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         }
-        st["history"].append(record)
+        st.history.append(record)
         log.write(record)
         if show_progress:
-            bar.write(
-                f"step {st['step']}: {cfg.metric} {value:.4f}" + (" (best)" if improved else "")
-            )
-        return cfg.patience is not None and st["bad_evals"] >= cfg.patience
+            bar.write(f"step {st.step}: {cfg.metric} {value:.4f}" + (" (best)" if improved else ""))
+        return cfg.patience is not None and st.bad_evals >= cfg.patience
 
     model.train()
     while not stop:
-        epoch = st["epoch"]
+        epoch = st.epoch
         order = _epoch_order(n, cfg.seed, epoch)
-        starts = range(st["batch"] * cfg.batch_size, n, cfg.batch_size)
+        starts = range(st.batch * cfg.batch_size, n, cfg.batch_size)
         for start in starts:
             batch = collate([train_data[i] for i in order[start : start + cfg.batch_size]])
             batch = {k: v.to(accel.device) for k, v in batch.items()}
             if micro == 0:
                 # the last group of an epoch may be shorter than grad_accum
-                group = min(cfg.grad_accum, batches_per_epoch - st["batch"])
+                group = min(cfg.grad_accum, batches_per_epoch - st.batch)
                 if before_step is not None:
-                    before_step(accel.unwrap_model(model), st["step"], epoch)
+                    before_step(accel.unwrap_model(model), st.step, epoch)
             loss = model(**batch).loss
             accel.backward(loss / group)
             running += loss.item()
             micro += 1
-            st["batch"] += 1
-            st["seen"] += len(batch["labels"])
-            last_batch = st["batch"] == batches_per_epoch
+            st.batch += 1
+            st.seen += len(batch["labels"])
+            last_batch = st.batch == batches_per_epoch
             if micro < group:
                 continue
             if cfg.max_grad_norm:
                 accel.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             if after_step is not None:
-                after_step(accel.unwrap_model(model), st["step"])
+                after_step(accel.unwrap_model(model), st.step)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            st["step"] += 1
+            st.step += 1
             lr = scheduler.get_last_lr()[0]
             bar.update(1)
             bar.set_postfix(loss=f"{running / micro:.4f}", lr=f"{lr:.2e}")
             # the logged loss is the mean over the steps since the last record, not one batch
             window_loss, window_steps = window_loss + running / micro, window_steps + 1
-            if st["step"] % 10 == 0 or st["step"] == total:
+            if st.step % 10 == 0 or st.step == total:
                 elapsed = time.perf_counter() - t_run
                 log.write(
                     {
-                        "step": st["step"],
+                        "step": st.step,
                         "loss": window_loss / window_steps,
                         "lr": lr,
-                        "samples_per_s": (st["seen"] - seen0) / max(elapsed, 1e-9),
+                        "samples_per_s": (st.seen - seen0) / max(elapsed, 1e-9),
                     }
                 )
                 window_loss, window_steps = 0.0, 0
             running, micro = 0.0, 0
             if last_batch:
-                st["epoch"], st["batch"] = epoch + 1, 0
-            done = st["step"] >= total
-            due = (cfg.eval_every and st["step"] % cfg.eval_every == 0) or (
+                st.epoch, st.batch = epoch + 1, 0
+            done = st.step >= total
+            due = (cfg.eval_every and st.step % cfg.eval_every == 0) or (
                 not cfg.eval_every and last_batch
             )
             if due or done:
                 if run_eval():
-                    st["stopped_early"] = True
+                    st.stopped_early = True
                     done = True
                 checkpoint()
             if done:
                 stop = True
                 break
         else:
-            st["epoch"], st["batch"] = epoch + 1, 0
+            st.epoch, st.batch = epoch + 1, 0
     bar.close()
     seconds = time.perf_counter() - t0
     unwrapped = accel.unwrap_model(model)
     if cfg.keep_best and evaluate is not None and best_path.is_file():
         load_weights(unwrapped, best_path)
     return LoopResult(
-        steps=st["step"],
-        epochs=st["step"] / steps_per_epoch,
+        steps=st.step,
+        epochs=st.step / steps_per_epoch,
         train_seconds=seconds,
-        samples_per_second=st["seen"] / max(seconds, 1e-9),
-        best_step=st["best_step"],
-        best_metric=st["best"],
-        stopped_early=bool(st.get("stopped_early")),
-        history=st["history"],
+        samples_per_second=st.seen / max(seconds, 1e-9),
+        best_step=st.best_step,
+        best_metric=st.best,
+        stopped_early=st.stopped_early,
+        history=st.history,
     )

@@ -14,8 +14,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from tunelab.errors import TunelabError
-
-SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "step", "exponential")
+from tunelab.training.options import SCHEDULES
 
 # Schedules for which transformers' own implementation is exactly the curve documented here.
 _HF_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}

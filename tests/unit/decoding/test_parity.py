@@ -59,7 +59,7 @@ def test_penalties_match_transformers_greedy(family, tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_greedy_and_beam_match_transformers():
-    from tunelab.models import load_lm
+    from tunelab.models.load import load_lm
 
     loaded = load_lm("smollm2-135m")
     model, tok = loaded.model, loaded.tokenizer

@@ -11,7 +11,7 @@ import torch
 from tests.unit.objectives.toy_corpus import toy_documents
 from tunelab.objectives import nsp
 from tunelab.objectives.corpus import TokenStore, build_token_store
-from tunelab.objectives.options import PretrainConfig
+from tunelab.objectives.options import PretrainOptions
 from tunelab.objectives.tokenizer import train_wordpiece
 
 SENT = re.compile(r"doc (\d+) sentence (\d+)")
@@ -52,7 +52,7 @@ def test_balance_and_true_pairs_consecutive(store_tok):
 
 def test_collate_layout(store_tok):
     store, tok = store_tok
-    p = PretrainConfig(objective="nsp", seq_len=32)
+    p = PretrainOptions(objective="nsp", seq_len=32)
     data = nsp.AnchorDataset(store)
     batch = nsp.make_collate(tok, p, store, torch.Generator().manual_seed(1))(
         [data[i] for i in range(16)]
@@ -71,7 +71,7 @@ def test_collate_layout(store_tok):
 
 def test_mlm_nsp_batch_masks_and_keeps_nsp_label(store_tok):
     store, tok = store_tok
-    p = PretrainConfig(objective="mlm+nsp", seq_len=32)
+    p = PretrainOptions(objective="mlm+nsp", seq_len=32)
     data = nsp.AnchorDataset(store)
     batch = nsp.make_collate(tok, p, store, torch.Generator().manual_seed(2))(
         [data[i] for i in range(32)]

@@ -12,7 +12,8 @@ from tests.unit.objectives.toy_corpus import toy_documents
 from tunelab.errors import TunelabError
 from tunelab.objectives import clm, get_objective, mlm
 from tunelab.objectives.corpus import TokenStore, build_token_store
-from tunelab.objectives.options import PretrainConfig, build_pretrain_config
+from tunelab.objectives.options import PretrainOptions
+from tunelab.config.pretrain import build_pretrain_config
 from tunelab.objectives.presets import family_for
 from tunelab.objectives.tokenizer import train_bpe, train_wordpiece
 
@@ -59,7 +60,7 @@ def _store(tmp_path, tok, sep):
 def test_clm_blocks_cover_the_stream_in_order(tmp_path):
     tok = train_bpe(iter(toy_documents(30)), 400)
     store = _store(tmp_path, tok, tok.eos_token_id)
-    p = PretrainConfig(objective="clm", seq_len=16)
+    p = PretrainOptions(objective="clm", seq_len=16)
     data = clm.dataset(store, tok, p)
     assert len(data) == len(store.ids) // 16
     joined = np.concatenate([data[i]["input_ids"] for i in range(len(data))])
@@ -74,7 +75,7 @@ def test_clm_blocks_cover_the_stream_in_order(tmp_path):
 def test_mlm_blocks_are_wrapped_and_masked(tmp_path):
     tok = train_wordpiece(iter(toy_documents(30)), 300)
     store = _store(tmp_path, tok, tok.sep_token_id)
-    p = PretrainConfig(objective="mlm", seq_len=24, mlm_probability=0.3)
+    p = PretrainOptions(objective="mlm", seq_len=24, mlm_probability=0.3)
     data = mlm.dataset(store, tok, p)
     item = data[3]["input_ids"]
     assert len(item) == 24 and item[0] == tok.cls_token_id and item[-1] == tok.sep_token_id

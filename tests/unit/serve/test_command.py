@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tunelab.cli import main
-from tunelab.commands.serve import _is_loopback
+from tunelab.serve.server import _is_loopback
 
 
 def _err(capsys) -> str:

@@ -82,7 +82,7 @@ def test_embeddings_refuse_inputs_over_the_context(tiny_models, client_for):
 
 
 def test_score_matches_tunelab_scoring(served_decoder, client_for):
-    from tunelab.scoring import score
+    from tunelab.evaluation.scoring import score
 
     c = client_for(served_decoder)
     texts = ["the goal of the match", "bank bank bank"]

@@ -1,5 +1,6 @@
-"""Bounded queues (429 + Retry-After), deadlines (504), and cancellation of requests whose
-client went away: the micro-batcher, the generator, and both over HTTP."""
+"""Bounded queues (QueueFull: 429 + Retry-After), deadlines (DeadlineExceeded: 504), and
+cancellation of requests whose client went away: the micro-batcher, the generator, and both
+over HTTP."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import time
 import pytest
 
 from tunelab.decoding import DecodingOptions
+from tunelab.errors import DeadlineExceeded, QueueFull
 from tunelab.serve.batching import MicroBatcher
-from tunelab.serve.errors import APIError
+from tunelab.serve.errors import api_error
 from tunelab.serve.generation import GenRequest, SerialGenerator
 
 
@@ -78,11 +80,11 @@ def test_full_queue_429_cancelled_dropped_deadline_504():
             await asyncio.sleep(0.01)
         leaving = asyncio.ensure_future(b.submit([2], 5))  # waits; its client will leave
         await asyncio.sleep(0.02)
-        with pytest.raises(APIError) as full:
+        with pytest.raises(QueueFull) as full:
             await b.submit([3], 5)
         leaving.cancel()
         await asyncio.sleep(0.02)
-        with pytest.raises(APIError) as late:
+        with pytest.raises(DeadlineExceeded) as late:
             await b.submit([4], 0.1)  # room again (the cancelled one left); deadline passes
         gate.open.set()
         first = await running
@@ -91,8 +93,8 @@ def test_full_queue_429_cancelled_dropped_deadline_504():
         return full.value, late.value, first, after, gate.seen
 
     full, late, first, after, seen = asyncio.run(main())
-    assert full.status == 429 and int(full.headers["Retry-After"]) >= 1
-    assert late.status == 504 and "limit" in late.message
+    assert full.retry_after >= 1 and int(api_error(full).headers["Retry-After"]) >= 1
+    assert late.timeout == 0.1 and "limit" in str(late) and api_error(late).status == 504
     assert first == [10] and after == [50]
     assert [2] not in seen and [4] not in seen  # cancelled / expired work never ran
 

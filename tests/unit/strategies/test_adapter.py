@@ -13,10 +13,13 @@ from torch import nn
 
 from tests.conftest import FAMILIES, toy_examples
 from tunelab.errors import TunelabError
-from tunelab.models import RUN_MARKER, load_classifier
-from tunelab.runfolder import TRAINED_FILE, load_run, save_model_files
+from tunelab.runs.marker import MARKER_FILE
+from tunelab.models.load import load_classifier
+from tunelab.runs.save import TRAINED_FILE, save_model_files
+from tunelab.runs.open import open_classifier
 from tunelab.strategies import get_strategy
-from tunelab.strategies.adapter import AdapterConfig, adapters
+from tunelab.strategies.options import AdapterOptions
+from tunelab.strategies.adapter import adapters
 from tunelab.tasks.classification import encode_examples, make_collate
 
 LABELS = ["money", "sport", "tech"]
@@ -175,7 +178,7 @@ def test_a_deep_copy_runs_its_own_adapters(tiny_models):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_saved_run_reloads_with_identical_logits(family, tiny_models, tmp_path):
-    options = AdapterConfig(placement="houlsby", reduction=4, activation="gelu", layers="0,1")
+    options = AdapterOptions(placement="houlsby", reduction=4, activation="gelu", layers="0,1")
     loaded, batch = _load(family, tiny_models)
     model = get_strategy("adapter").build(loaded.model, options, loaded.family, 10)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -198,8 +201,8 @@ def test_saved_run_reloads_with_identical_logits(family, tiny_models, tmp_path):
         "strategy": "adapter",
         "strategy_options": dataclasses.asdict(options),
     }
-    (tmp_path / RUN_MARKER).write_text(json.dumps(marker))
-    reloaded, _, _ = load_run(tmp_path)
+    (tmp_path / MARKER_FILE).write_text(json.dumps(marker))
+    reloaded, _, _ = open_classifier(tmp_path)
     assert list(adapters(reloaded)) == list(adapters(model))
     assert torch.allclose(_logits(reloaded, batch), ref, atol=1e-6)
 

@@ -6,16 +6,12 @@ import pytest
 import torch
 
 from tests.conftest import FAMILIES, distinct_features, toy_examples
-from tunelab.config import TrainConfig
-from tunelab.models import HEAD_NAMES, load_classifier
+from tunelab.training.options import TrainOptions
+from tunelab.models.families import HEAD_NAMES
+from tunelab.models.load import load_classifier
 from tunelab.strategies import get_strategy
-from tunelab.strategies.features import (
-    FeaturesConfig,
-    collate_features,
-    extract,
-    head_only,
-    train_view,
-)
+from tunelab.strategies.options import FeaturesOptions
+from tunelab.strategies.features import collate_features, extract, head_only, train_view
 from tunelab.tasks.classification import encode_examples, evaluate, make_collate
 from tunelab.training.loop import train
 
@@ -27,7 +23,7 @@ def _setup(family, tiny_models, n=20):
     loaded = load_classifier(str(tiny_models[family]), LABELS, attention_dropout=0.0)
     if family == "encoder":
         distinct_features(loaded.model)
-    model = get_strategy("features").build(loaded.model, FeaturesConfig(), loaded.family, 10)
+    model = get_strategy("features").build(loaded.model, FeaturesOptions(), loaded.family, 10)
     tok = loaded.tokenizer
     return model, encode_examples(toy_examples(n), tok, LABELS, 32), make_collate(tok)
 
@@ -57,9 +53,9 @@ def test_head_on_cached_features_gives_the_models_logits(family, tiny_models):
 def test_cached_training_trains_the_models_own_head(family, tiny_models, tmp_path):
     model, data, collate = _setup(family, tiny_models, n=24)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    view = train_view(model, FeaturesConfig(), {"train": data, "validation": data}, collate, 8)
+    view = train_view(model, FeaturesOptions(), {"train": data, "validation": data}, collate, 8)
     loss0 = evaluate(view.model, view.datasets["validation"], view.collate, LABELS, progress=False)
-    cfg = TrainConfig(precision="fp32", batch_size=8, lr=1e-2, max_steps=30, keep_best=False)
+    cfg = TrainOptions(precision="fp32", batch_size=8, lr=1e-2, max_steps=30, keep_best=False)
     train(view.model, view.datasets["train"], view.collate, cfg, tmp_path, show_progress=False)
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert changed and all(model.get_parameter(n).requires_grad for n in changed), changed
@@ -72,7 +68,7 @@ def test_cached_training_trains_the_models_own_head(family, tiny_models, tmp_pat
 
 def test_cache_off_gives_no_view(tiny_models):
     model, data, collate = _setup("encoder", tiny_models)
-    assert train_view(model, FeaturesConfig(cache=False), {"train": data}, collate, 8) is None
+    assert train_view(model, FeaturesOptions(cache=False), {"train": data}, collate, 8) is None
 
 
 def test_a_head_that_reads_something_else_is_a_one_line_error(tiny_models):

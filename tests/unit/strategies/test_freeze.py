@@ -10,8 +10,10 @@ import torch
 
 from tests.conftest import toy_examples
 from tunelab.errors import TunelabError
-from tunelab.models import RUN_MARKER, load_classifier
-from tunelab.runfolder import load_run, save_model_files
+from tunelab.runs.marker import MARKER_FILE
+from tunelab.models.load import load_classifier
+from tunelab.runs.open import open_classifier
+from tunelab.runs.save import save_model_files
 from tunelab.strategies import STRATEGIES
 from tunelab.tasks.classification import encode_examples, make_collate
 
@@ -151,8 +153,8 @@ def test_training_moves_only_what_is_not_frozen_and_reloads(tiny_models, tmp_pat
         "strategy": "freeze",
         "strategy_options": dataclasses.asdict(FREEZE.options(options)),
     }
-    (tmp_path / RUN_MARKER).write_text(json.dumps(marker))
-    loaded, _, _ = load_run(tmp_path)
+    (tmp_path / MARKER_FILE).write_text(json.dumps(marker))
+    loaded, _, _ = open_classifier(tmp_path)
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)

@@ -12,9 +12,9 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from tests.conftest import FAMILIES, toy_examples
-from tunelab.config import TrainConfig
+from tunelab.training.options import TrainOptions
 from tunelab.errors import TunelabError
-from tunelab.models import load_classifier
+from tunelab.models.load import load_classifier
 from tunelab.strategies import STRATEGIES
 from tunelab.strategies.layers import layer_groups
 from tunelab.tasks.classification import encode_examples, make_collate
@@ -68,10 +68,10 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def cfg(**kw) -> TrainConfig:
+def cfg(**kw) -> TrainOptions:
     base = dict(precision="fp32", batch_size=4, lr=1e-3, keep_best=False, seed=0)
     base.update(schedule="constant", warmup_ratio=0.0)
-    return TrainConfig(**{**base, **kw})
+    return TrainOptions(**{**base, **kw})
 
 
 def run_gradual(model, opts, tok, config, workdir, n_examples=12, record=None, **kw):

@@ -11,7 +11,7 @@ from torch import nn
 
 from tests.conftest import FAMILIES
 from tunelab.errors import TunelabError
-from tunelab.models import load_classifier
+from tunelab.models.load import load_classifier
 from tunelab.strategies.layers import layer_groups
 
 LABELS = ["money", "sport", "tech"]

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import toy_examples
-from tunelab.config import TrainConfig
+from tunelab.training.options import TrainOptions
 from tunelab.errors import TunelabError
-from tunelab.models import load_classifier
-from tunelab.strategies import STRATEGIES
-from tunelab.strategies.adalora import AdaLoraOptions, orthogonal_penalty, schedule
+from tunelab.models.load import load_classifier
+from tunelab.strategies import STRATEGIES, get_strategy
+from tunelab.strategies.options import AdaLoraOptions
+from tunelab.strategies.adalora import orthogonal_penalty, schedule
 from tunelab.strategies.ia3 import default_modules
 from tunelab.strategies.peft_common import prepare_loaded
 from tunelab.tasks.classification import encode_examples, make_collate
@@ -38,7 +39,7 @@ def _loaded(family: str, tiny_models: dict[str, Path], dropout: bool = True):
 
 def _build(strategy: str, family: str, tiny_models, total_steps: int = 20, **options):
     loaded = _loaded(family, tiny_models, dropout=False)
-    strat = STRATEGIES[strategy]
+    strat = get_strategy(strategy)
     model = strat.build(loaded.model, options, loaded.family, total_steps)
     return model, loaded.tokenizer
 
@@ -76,12 +77,12 @@ def test_adalora_schedule_is_a_fraction_of_the_run():
 
 def _adalora_run(tiny_models, workdir: Path, evaluate=None, resume=False):
     """Train the tiny BERT with AdaLoRA through the loop, hooks as the API wires them."""
-    config = TrainConfig(
+    config = TrainOptions(
         precision="fp32", batch_size=4, lr=1e-2, max_steps=20, eval_every=4, keep_best=False
     )
     options = AdaLoraOptions(init_r=6, target_r=2, tinit=0.1, tfinal=0.5, deltaT=2, dropout=0.0)
     model, tok = _build("adalora", "encoder", tiny_models, total_steps=20, **vars(options))
-    strat = STRATEGIES["adalora"]
+    strat = get_strategy("adalora")
     data = encode_examples(toy_examples(26), tok, LABELS, max_length=32)
     train(
         model,
@@ -211,7 +212,7 @@ def test_ia3_without_a_mapping_rescales_every_linear_layer(tiny_models):
     loaded = _loaded("decoder", tiny_models)
     loaded.model.config.model_type = "unmapped-llama"  # as an architecture peft does not know
     assert default_modules(loaded.model) == ("all-linear", ["down_proj"])
-    model = STRATEGIES["ia3"].build(loaded.model, {}, "decoder", 10)
+    model = get_strategy("ia3").build(loaded.model, {}, "decoder", 10)
     layers = _ia3_layers(model)
     assert set(layers) == {
         "q_proj",
@@ -292,7 +293,7 @@ def test_prefix_on_a_grouped_query_decoder(tiny_models):
         num_labels=3,
     )
     torch.manual_seed(0)
-    model = STRATEGIES["prefix"].build(LlamaForSequenceClassification(config), {}, "decoder", 10)
+    model = get_strategy("prefix").build(LlamaForSequenceClassification(config), {}, "decoder", 10)
     ids = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
     out = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=torch.tensor([0, 2]))
     out.loss.backward()
@@ -341,5 +342,5 @@ def test_bad_options_and_models_are_one_line_errors(
 ):
     loaded = _loaded(family, tiny_models)
     with pytest.raises(TunelabError, match=message) as info:
-        STRATEGIES[strategy].build(loaded.model, options, loaded.family, 10)
+        get_strategy(strategy).build(loaded.model, options, loaded.family, 10)
     assert "\n" not in str(info.value)

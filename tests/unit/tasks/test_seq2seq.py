@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
-from tunelab.models import load_tokenizer
+from tunelab.models.sources import load_tokenizer
 from tunelab.tasks.causal_lm import IGNORE
 from tunelab.tasks.seq2seq import (
     encode_pairs,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,11 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from tests.conftest import toy_examples
-from tunelab.config import TrainConfig
+from tunelab.training.options import TrainOptions
 from tunelab.errors import TunelabError
 from tunelab.training.checkpoint import trainable_state
-from tunelab.training.loop import LoopResult, resolve_precision, train
+from tunelab.training.loop import LoopResult, train
+from tunelab.training.state import LoopState
 
 LABELS = ["money", "sport", "tech"]
 
@@ -34,44 +36,38 @@ def snapshot(model):
 @pytest.fixture(scope="module")
 def base(tiny_models):
     """(model, tokenizer) loaded once: each test trains a deepcopy, so all start identical."""
-    from tunelab.models import load_classifier
+    from tunelab.models.load import load_classifier
 
     torch.manual_seed(0)  # the new classification head is random
     loaded = load_classifier(str(tiny_models["encoder"]), LABELS, attention_dropout=0.0)
-    for m in loaded.model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
     return loaded.model, loaded.tokenizer
 
 
 @pytest.fixture
 def setup(base) -> Callable:
-    """make(n_examples) -> (fresh model copy, dataset, collate)."""
+    """make(n_examples, dropout) -> (fresh model copy, dataset, collate)."""
     from tunelab.tasks.classification import encode_examples, make_collate
 
     model, tok = base
 
-    def make(n: int = 26):
+    def make(n: int = 26, dropout: float = 0.0):
         data = encode_examples(toy_examples(n), tok, LABELS, max_length=32)
-        return copy.deepcopy(model), data, make_collate(tok)
+        copied = copy.deepcopy(model)
+        for m in copied.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = dropout
+        return copied, data, make_collate(tok)
 
     return make
 
 
-def cfg(**kw) -> TrainConfig:
+def cfg(**kw) -> TrainOptions:
     """fp32, deterministic defaults for these tests; keyword arguments override."""
-    base_kw = dict(
-        precision="fp32",
-        batch_size=4,
-        lr=1e-3,
-        max_steps=8,
-        keep_best=False,
-        seed=0,
-    )
-    return TrainConfig(**{**base_kw, **kw})
+    defaults = dict(precision="fp32", batch_size=4, lr=1e-3, max_steps=8, keep_best=False, seed=0)
+    return TrainOptions(**{**defaults, **kw})
 
 
-def run(model, data, collate, config: TrainConfig, workdir: Path, **kw) -> LoopResult:
+def run(model, data, collate, config: TrainOptions, workdir: Path, **kw) -> LoopResult:
     return train(model, data, collate, config, workdir, show_progress=False, **kw)
 
 
@@ -89,22 +85,36 @@ def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[st
     return [n for n in a if not torch.equal(a[n], b[n])]
 
 
+@contextmanager
+def before_optimizer_steps(hook: Callable[[torch.optim.Optimizer], object]) -> Iterator[None]:
+    """Calls hook(optimizer) before every optimizer step taken inside the block."""
+    handle = register_optimizer_step_pre_hook(lambda optimizer, args, kwargs: hook(optimizer))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def const_eval(model: nn.Module) -> dict:
     return {"macro_f1": 0.5, "loss": 1.0}
 
 
 def killed_at_call(k: int) -> Callable:
     """An evaluate callback that acts like Ctrl-C on its k-th call (const_eval before)."""
-    calls = 0
+    calls = iter(range(1, k + 1))
 
     def evaluate(model: nn.Module) -> dict:
-        nonlocal calls
-        calls += 1
-        if calls == k:
+        if next(calls) == k:
             raise KeyboardInterrupt
         return const_eval(model)
 
     return evaluate
+
+
+def scripted(*values: float, key: str = "macro_f1"):
+    """An evaluate callback returning `values` one per call, under `key`."""
+    it = iter(values)
+    return lambda model: {key: next(it), **({} if key == "macro_f1" else {"macro_f1": 0.0})}
 
 
 # -- resume ----------------------------------------------------------------------------------
@@ -126,8 +136,13 @@ def test_resume_after_kill_equals_uninterrupted_run(setup, tmp_path, grad_accum)
     model_b, _, _ = setup()
     with pytest.raises(KeyboardInterrupt):
         run(model_b, data, collate, config, tmp_path / "b", evaluate=killed_at_call(2))
-    state = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
+    state_file = tmp_path / "b" / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
     assert state["step"] == 3
+    # resume from the state.json as tunelab wrote it before LoopState, to show that such
+    # checkpoints still resume: the same keys, but "stopped_early" only once it was true
+    assert state.pop("stopped_early") is False
+    state_file.write_text(json.dumps(state))
 
     model_b, _, _ = setup()  # a new process would start from the pretrained weights again
     result_b = run(model_b, data, collate, config, tmp_path / "b", evaluate=const_eval, resume=True)
@@ -146,35 +161,48 @@ def test_resume_after_kill_equals_uninterrupted_run(setup, tmp_path, grad_accum)
 def test_resume_continues_the_dropout_randomness(setup, tmp_path):
     # with dropout on, only a restored RNG state gives the uninterrupted run's masks
     config = cfg(max_steps=6, eval_every=3)
-
-    def with_dropout():
-        model, data, collate = setup()
-        for m in model.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.1
-        return model, data, collate
-
-    model_a, data, collate = with_dropout()
+    model_a, data, collate = setup(dropout=0.1)
     run(model_a, data, collate, config, tmp_path / "a", evaluate=const_eval)
 
-    model_b, _, _ = with_dropout()
+    model_b, _, _ = setup(dropout=0.1)
     with pytest.raises(KeyboardInterrupt):
         run(model_b, data, collate, config, tmp_path / "b", evaluate=killed_at_call(2))
-    model_b, _, _ = with_dropout()
+    model_b, _, _ = setup(dropout=0.1)
     run(model_b, data, collate, config, tmp_path / "b", evaluate=const_eval, resume=True)
     assert differing(params(model_a), params(model_b)) == []
 
 
-def test_resume_of_a_finished_run_trains_no_more(setup, tmp_path):
-    config = cfg(max_steps=3, eval_every=3)
+@pytest.mark.parametrize("stopped_early", [False, True], ids=["finished", "stopped-early"])
+def test_resume_of_an_ended_run_trains_no_more(setup, tmp_path, stopped_early):
+    # a run killed after its last step or after early stopping (while testing or saving) is
+    # still unfinished (a .partial folder) and `--resume` continues it: it must not train on.
+    # Retraining from scratch would end in the same weights, so the steps are counted too.
+    if stopped_early:
+        config, scores = cfg(max_steps=20, eval_every=1, patience=2), (0.9, 0.8, 0.7, 0.6)
+    else:
+        config, scores = cfg(max_steps=3, eval_every=3), (0.5, 0.5)
     model, data, collate = setup()
-    run(model, data, collate, config, tmp_path, evaluate=const_eval)
-    done = params(model)
+    first = run(model, data, collate, config, tmp_path, evaluate=scripted(*scores))
+    assert (first.steps, first.stopped_early) == (3, stopped_early)
+    ended = params(model)
 
     model, _, _ = setup()
-    result = run(model, data, collate, config, tmp_path, evaluate=const_eval, resume=True)
-    assert result.steps == 3
-    assert differing(params(model), done) == []
+    taken: list[torch.optim.Optimizer] = []
+    again = dict(evaluate=scripted(*scores), resume=True)
+    with before_optimizer_steps(taken.append):
+        result = run(model, data, collate, config, tmp_path, **again)
+    assert taken == []
+    assert read_log(tmp_path)[-1] == {"event": "resumed", "step": 3}  # and no evaluation
+    assert differing(params(model), ended) == []
+    # the counters come back from the checkpoint
+    assert (result.steps, result.stopped_early) == (3, stopped_early)
+    assert (result.best_step, result.best_metric) == (first.best_step, first.best_metric)
+    assert result.history == first.history
+
+
+def test_a_state_json_without_the_counters_is_a_clear_error():
+    with pytest.raises(TunelabError, match="lacks step, batch.*without --resume"):
+        LoopState.from_dict({"epoch": 0, "best": None})
 
 
 # -- gradient accumulation -------------------------------------------------------------------
@@ -183,19 +211,16 @@ def test_resume_of_a_finished_run_trains_no_more(setup, tmp_path):
 def test_grad_accum_matches_one_big_batch(setup, tmp_path):
     grads: list[dict[int, torch.Tensor]] = []
 
-    def grab(optimizer, args, kwargs):
+    def grab(optimizer):
         ps = [p for g in optimizer.param_groups for p in g["params"]]
         grads.append({i: p.grad.detach().clone() for i, p in enumerate(ps)})
 
     common = dict(max_steps=1, schedule="constant", warmup_ratio=0.0, max_grad_norm=None, lr=1e-3)
-    handle = register_optimizer_step_pre_hook(grab)
-    try:
+    with before_optimizer_steps(grab):
         model_small, data, collate = setup(16)
         run(model_small, data, collate, cfg(batch_size=4, grad_accum=2, **common), tmp_path / "a")
         model_big, _, _ = setup(16)
         run(model_big, data, collate, cfg(batch_size=8, grad_accum=1, **common), tmp_path / "b")
-    finally:
-        handle.remove()
 
     # the gradient of 2 x 4 accumulated (each loss / 2) is the gradient of the mean over 8;
     # this pins the loss scaling, which AdamW's update (scale-invariant) would hide
@@ -217,30 +242,16 @@ def test_grad_accum_matches_one_big_batch(setup, tmp_path):
 def test_short_last_group_of_an_epoch_is_one_step(setup, tmp_path):
     # 26 examples / batch 4 = 7 batches; groups of 3: 3,3,1 -> 3 optimizer steps per epoch,
     # and a group never straddles two epochs
-    steps = 0
-
-    def count(optimizer, args, kwargs):
-        nonlocal steps
-        steps += 1
-
     calls: list[tuple[int, int, int]] = []  # (optimizer steps so far, step, epoch)
+    taken: list[torch.optim.Optimizer] = []
     model, data, collate = setup(26)
     config = cfg(grad_accum=3, max_steps=None, epochs=2)
-    handle = register_optimizer_step_pre_hook(count)
-    try:
-        result = run(
-            model,
-            data,
-            collate,
-            config,
-            tmp_path,
-            before_step=lambda m, step, epoch: calls.append((steps, step, epoch)),
-        )
-    finally:
-        handle.remove()
+    with before_optimizer_steps(taken.append):
+        hook = lambda m, step, epoch: calls.append((len(taken), step, epoch))  # noqa: E731
+        result = run(model, data, collate, config, tmp_path, before_step=hook)
     # once per optimizer step, before it, with the loop's step and epoch counters
     assert calls == [(0, 0, 0), (1, 1, 0), (2, 2, 0), (3, 3, 1), (4, 4, 1), (5, 5, 1)]
-    assert result.steps == steps == 6
+    assert result.steps == len(taken) == 6
     assert result.epochs == pytest.approx(2.0)
 
 
@@ -261,41 +272,13 @@ def test_loss_falls_when_overfitting(setup, tmp_path):
 # -- early stopping and keep-best ------------------------------------------------------------
 
 
-def scripted(*values: float, key: str = "macro_f1"):
-    """An evaluate callback returning `values` one per call, under `key`."""
-    it = iter(values)
-    return lambda model: {key: next(it), **({} if key == "macro_f1" else {"macro_f1": 0.0})}
-
-
 def test_early_stopping_after_patience_bad_evals(setup, tmp_path):
     worse_each_time = scripted(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
     model, data, collate = setup()
     config = cfg(max_steps=20, eval_every=1, patience=2)
     result = run(model, data, collate, config, tmp_path, evaluate=worse_each_time)
-    assert result.stopped_early is True
-    assert result.steps == 3
-    assert len(result.history) == 3
-    assert result.best_step == 1
-    assert result.best_metric == pytest.approx(0.9)
-
-
-def test_resume_of_an_early_stopped_run_trains_no_more(setup, tmp_path):
-    # e.g. a run killed after early stopping, while testing or saving, is still unfinished
-    # (a .partial folder) and `--resume` continues it: it must not train past the stop
-    def worse_each_time():
-        return scripted(0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
-
-    config = cfg(max_steps=20, eval_every=1, patience=2)
-    model, data, collate = setup()
-    first = run(model, data, collate, config, tmp_path, evaluate=worse_each_time())
-    assert first.stopped_early and first.steps == 3
-    stopped = params(model)
-
-    model, _, _ = setup()
-    result = run(model, data, collate, config, tmp_path, evaluate=worse_each_time(), resume=True)
-    assert result.steps == 3
-    assert result.stopped_early is True
-    assert differing(params(model), stopped) == []
+    assert (result.stopped_early, result.steps, len(result.history)) == (True, 3, 3)
+    assert (result.best_step, result.best_metric) == (1, pytest.approx(0.9))
 
 
 def test_patience_counts_consecutive_bad_evals(setup, tmp_path):
@@ -304,10 +287,8 @@ def test_patience_counts_consecutive_bad_evals(setup, tmp_path):
     model, data, collate = setup()
     config = cfg(max_steps=6, eval_every=1, patience=2)
     result = run(model, data, collate, config, tmp_path, evaluate=zigzag)
-    assert result.stopped_early is False
-    assert result.steps == 6
-    assert result.best_step == 5
-    assert result.best_metric == pytest.approx(0.7)
+    assert (result.stopped_early, result.steps) == (False, 6)
+    assert (result.best_step, result.best_metric) == (5, pytest.approx(0.7))
 
 
 def test_lower_is_better_for_loss_metric(setup, tmp_path):
@@ -315,8 +296,7 @@ def test_lower_is_better_for_loss_metric(setup, tmp_path):
     model, data, collate = setup()
     config = cfg(max_steps=4, eval_every=1, metric="loss")
     result = run(model, data, collate, config, tmp_path, evaluate=losses)
-    assert result.best_step == 2
-    assert result.best_metric == pytest.approx(1.0)
+    assert (result.best_step, result.best_metric) == (2, pytest.approx(1.0))
 
 
 def snapshotting(*values: float):
@@ -376,14 +356,7 @@ def test_frozen_parameters_stay_bit_identical(setup, tmp_path):
     assert sorted(ckpt) == sorted(head)
 
 
-# -- precision and hooks ---------------------------------------------------------------------
-
-
-def test_resolve_precision():
-    assert resolve_precision("fp32") == "no"
-    assert resolve_precision("auto") in ("no", "bf16")
-    with pytest.raises(TunelabError, match="unknown precision"):
-        resolve_precision("fp16")
+# -- hooks (precision: test_precision.py) ----------------------------------------------------
 
 
 def test_step_hooks_see_the_model_and_gradients(setup, tmp_path):
@@ -399,15 +372,8 @@ def test_step_hooks_see_the_model_and_gradients(setup, tmp_path):
         # gradients are still there (AdaLoRA's rank allocation reads them)
         after.append((step, all(p.grad is not None for p in m.parameters() if p.requires_grad)))
 
-    result = run(
-        model,
-        data,
-        collate,
-        cfg(max_steps=None, epochs=3),
-        tmp_path,
-        before_step=before_step,
-        after_step=after_step,
-    )
+    hooks = dict(before_step=before_step, after_step=after_step)
+    result = run(model, data, collate, cfg(max_steps=None, epochs=3), tmp_path, **hooks)
     assert result.steps == 9  # 12 examples / batch 4 = 3 steps per epoch
     assert before == [(s, s // 3) for s in range(9)]
     assert after == [(s, True) for s in range(9)]

@@ -1,0 +1,62 @@
+"""`tunelab <verb>`: parsing only; every verb's work is a function of `tunelab.api`.
+
+One module per verb, each with `add_parser(sub)` (cheap: no torch import at module level) and
+`run(args)`; `VERBS` lists them in the order `tunelab --help` shows. User mistakes
+(TunelabError) end as one line on stderr and exit code 2; every option of every verb is
+documented in its --help, generated from the options dataclasses' docstrings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tunelab.errors import TunelabError
+
+VERBS: dict[str, str] = {
+    "finetune": "tunelab.cli.finetune",
+    "compare": "tunelab.cli.compare",
+    "pretrain": "tunelab.cli.pretrain",
+    "score": "tunelab.cli.score",
+    "compare-decoding": "tunelab.cli.compare_decoding",
+    "generate": "tunelab.cli.generate",
+    "serve": "tunelab.cli.serve",
+    "eval": "tunelab.cli.eval",
+    "predict": "tunelab.cli.predict",
+    "models": "tunelab.cli.models",
+    "data": "tunelab.cli.data",
+}
+"""Verb -> the module that parses it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunelab",
+        description="Fine-tune, evaluate and use transformer models; every strategy one flag.",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for module in VERBS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        from tunelab.logs import quiet_libraries
+
+        quiet_libraries()
+        importlib.import_module(VERBS[a.verb]).run(a)
+    except TunelabError as exc:
+        print(f"tunelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunelab: interrupted (a finetune continues with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""`tunelab compare`: several strategies on the same data and budget; table + plots."""
+
+from __future__ import annotations
+
+import argparse
+
+from tunelab.cli.flags import ALIASES, add_option_sections
+from tunelab.config.finetune import SECTIONS
+from tunelab.config.parse import field_docs
+
+
+def add_parser(sub) -> None:
+    from tunelab.recipes.compare import CompareConfig
+    from tunelab.strategies import STRATEGIES
+
+    p = sub.add_parser(
+        "compare",
+        usage="tunelab compare [CONFIG] [--strategies a,b,c] [--output DIR] [--section.key V]",
+        help="run several strategies on the same data and budget; table + plots",
+        description="Fine-tune every strategy in --strategies on the same data, seed and step "
+        "budget, each in its own process; write a report folder (Markdown + JSON table, "
+        "trade-off plots). Re-running skips finished strategies. CONFIG is a finetune config "
+        "with an optional `compare:` section (strategies, output_dir, latency_examples, "
+        "per-strategy overrides such as a learning rate).",
+        allow_abbrev=False,
+    )
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/compare-*.yaml)")
+    p.add_argument("--config", dest="config_flag", help="same as the CONFIG argument")
+    docs = field_docs(CompareConfig)
+    p.add_argument(
+        "--strategies",
+        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all)",
+    )
+    p.add_argument("--output", help=docs["output_dir"] + " (default: reports/compare)")
+    short = p.add_argument_group("short forms")
+    for flag, key in ALIASES.items():
+        if key.startswith("run."):
+            continue
+        short.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=f"same as --{key}")
+    shared = {k: v for k, v in SECTIONS.items() if k != "run"}
+    add_option_sections(p, shared, "options (shared by every strategy)")
+
+
+def run(a: argparse.Namespace) -> None:
+    from tunelab import api
+
+    args = {k: v for k, v in vars(a).items() if k != "verb"}
+    config = args.pop("config", None) or args.pop("config_flag", None)
+    args.pop("config_flag", None)
+    strategies, output = args.pop("strategies", None), args.pop("output", None)
+    cc, base = api.load_compare_config(config, args, strategies, output)
+    report, rows = api.compare(cc, base)
+    ok = sum(r["status"] == "ok" for r in rows)
+    print("\n" + (report / "report.md").read_text().split("\n\n", 2)[-1])
+    print(f"{ok} of {len(rows)} strategies finished; report in {report / 'report.md'}")

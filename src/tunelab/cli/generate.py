@@ -1,0 +1,90 @@
+"""`tunelab generate MODEL_OR_RUN [PROMPT ...]`: continue prompts with a decoder or seq2seq LM.
+
+Every DecodingOptions field is a flag (--max-new-tokens, --top-p, ...) whose help is the
+field's docstring. Prints the continuations (or streams them with --stream); --output writes
+JSONL (prompt, text, finish_reason, token counts) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tunelab.cli.decoding import add_decoding_flags, decoding_options
+from tunelab.cli.flags import write_output
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="continue prompts with a decoder / encoder-decoder LM (greedy, beam, sampling)",
+        description="Generate continuations of PROMPT arguments and/or --file prompts with "
+        "MODEL_OR_RUN (an embedded name such as smollm2-135m, a local folder, a .gguf file or "
+        "a merged run folder). Prompts are decoded in batches with a KV cache.",
+        allow_abbrev=False,
+    )
+    p.add_argument("model", metavar="MODEL_OR_RUN", help="the model to generate with")
+    p.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts to continue")
+    p.add_argument("--file", help="more prompts: .txt (one per line), .jsonl/.csv/.json")
+    p.add_argument(
+        "--prompt-key",
+        default="prompt",
+        help="prompt column of --file tables (default: prompt)",
+    )
+    p.add_argument("--chat", action="store_true", help="wrap each prompt in the chat template")
+    p.add_argument("--system", help="system message for --chat")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--output", help="write JSONL results here instead of printing the texts")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts decoded at once (16)")
+    add_decoding_flags(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    from tunelab import api
+
+    opts = decoding_options(args)
+    prompts = list(args.prompts)
+    if args.file:
+        from tunelab.data.readers import read_texts
+
+        prompts += read_texts(Path(args.file), args.prompt_key)
+    if args.stream and not args.output:
+        shown = -1
+        for i, piece in api.stream(args.model, prompts, opts, args.chat, args.system):
+            if i != shown:
+                if shown >= 0:
+                    print()
+                if len(prompts) > 1:
+                    print(f"[{i}] ", end="")
+                shown = i
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        print()
+        return
+    show = bool(args.output) and sys.stderr.isatty()
+    outs = api.generate(
+        args.model, prompts, opts, args.chat, args.system, args.batch_size, progress=show
+    )
+    if args.output:
+        lines = "".join(
+            json.dumps(
+                {
+                    "prompt_index": o.prompt_index,
+                    "prompt": prompts[o.prompt_index],
+                    "text": o.text,
+                    "finish_reason": o.finish_reason,
+                    "prompt_tokens": o.prompt_tokens,
+                    "generated_tokens": len(o.token_ids),
+                }
+            )
+            + "\n"
+            for o in outs
+        )
+        write_output(args.output, lines, "--output")
+        print(f"{len(outs)} generations written to {args.output}")
+        return
+    for o in outs:
+        prefix = f"[{o.prompt_index}] " if len(outs) > 1 else ""
+        print(prefix + o.text)

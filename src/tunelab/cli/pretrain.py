@@ -1,0 +1,63 @@
+"""`tunelab pretrain`: pre-train an encoder (mlm, nsp, mlm+nsp, rtd) or decoder (clm) on a
+corpus, from a size preset or continued from a model/run folder; see tunelab.pretrain."""
+
+from __future__ import annotations
+
+import argparse
+
+SHORT = {
+    "--objective": "pretrain.objective",
+    "--corpus": "corpus.source",
+    "--text-column": "corpus.text_column",
+    "--family": "pretrain.family",
+    "--preset": "pretrain.preset",
+    "--from": "pretrain.from_model",
+    "--tokenizer": "pretrain.tokenizer",
+    "--vocab-size": "pretrain.vocab_size",
+    "--seq-len": "pretrain.seq_len",
+    "--max-steps": "train.max_steps",
+    "--epochs": "train.epochs",
+    "--lr": "train.lr",
+    "--batch-size": "train.batch_size",
+    "--seed": "train.seed",
+    "--output": "run.output_dir",
+    "--name": "run.name",
+}
+SWITCHES = {"--resume": "run.resume", "--whole-word-mask": "pretrain.whole_word_mask"}
+
+
+def add_parser(sub) -> None:
+    from tunelab.cli.flags import add_section, add_short_forms
+    from tunelab.config.pretrain import PretrainConfig
+    from tunelab.objectives.options import OBJECTIVES
+
+    p = sub.add_parser(
+        "pretrain",
+        usage="tunelab pretrain [CONFIG] --objective clm|mlm|nsp|mlm+nsp|rtd [--corpus SRC] "
+        "[--preset tiny|small | --from MODEL] [--section.key VALUE ...]",
+        help="pre-train a model on a corpus (clm, mlm, nsp, mlm+nsp, rtd)",
+        description="Pre-train on your own corpus, from scratch (a size preset and a tokenizer "
+        "trained on the corpus) or continued from a model or run folder; the run folder opens "
+        "with `tunelab finetune --model RUN`. Precedence: defaults < CONFIG < flags.",
+        allow_abbrev=False,
+    )
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/pretrain-*.yaml)")
+    add_short_forms(p, SHORT, SWITCHES, {"--objective": list(OBJECTIVES)})
+    defaults = PretrainConfig()
+    for name in ("corpus", "pretrain", "train", "run"):
+        add_section(p, name, getattr(defaults, name), f"{name} options")
+
+
+def run(args: argparse.Namespace) -> None:
+    from tunelab.config.pretrain import build_pretrain_config
+    from tunelab.recipes.pretrain import pretrain
+
+    values = {k: v for k, v in vars(args).items() if k not in ("verb", "config")}
+    cfg = build_pretrain_config(args.config, values)
+    result = pretrain(cfg)
+    val = result.metrics.get("validation", {})
+    shown = {k: v for k, v in val.items() if isinstance(v, float)}
+    print("\nvalidation " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    print(
+        f"\nrun saved to {result.run_dir}\nfine-tune it: tunelab finetune --model {result.run_dir}"
+    )

@@ -1,0 +1,77 @@
+"""`tunelab serve RUN_OR_MODEL`: the OpenAI-compatible server (tunelab.serve) under uvicorn.
+
+tunelab serve runs/quickstart                        # classify + embeddings on 127.0.0.1:8000
+tunelab serve smollm2-135m --keys-file keys.txt      # completions, chat, score
+tunelab serve runs/chat --host 0.0.0.0 --port 9000 --rate-limit 60 --mask-pii-in-logs
+
+Every option is a ServeSettings field (its docstring is the --help text). SIGINT / SIGTERM
+stop accepting connections and let in-flight requests finish (up to --graceful-timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from tunelab.errors import TunelabError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_parser(sub) -> None:
+    from tunelab.config.parse import field_docs
+    from tunelab.serve.settings import ServeSettings
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP (OpenAI-compatible; classify, embeddings, score)",
+        description="Serve one model: completions, chat completions and score for language "
+        "models; classify for classification runs; embeddings for encoders. API keys, rate "
+        "limits, bounded queues, Prometheus /metrics. See docs/serving.md.",
+        allow_abbrev=False,
+    )
+    p.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, model folder, .gguf or name")
+    docs = field_docs(ServeSettings)
+    for f in dataclasses.fields(ServeSettings):
+        default = "" if f.default is None else f" (default: {f.default})"
+        help_text = f"{docs.get(f.name, '')}{default}".replace("%", "%%")
+        if f.type in ("bool", bool):
+            p.add_argument(_flag(f.name), dest=f.name, action="store_true", help=help_text)
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        p.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            type=kind,
+            default=f.default,
+            metavar="N" if kind is not str else f.name.split("_")[-1].upper(),
+            help=help_text,
+        )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="server log level (default: info)",
+    )
+
+
+def _settings(a: argparse.Namespace):
+    from tunelab.serve.settings import ServeSettings
+
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(ServeSettings)}
+    s = ServeSettings(**values)
+    positive = ("max_request_bytes", "max_queue", "max_batch_size", "max_tokens_limit")
+    for name in ("port", *positive, "max_running"):
+        if getattr(s, name) < (0 if name == "port" else 1):
+            raise TunelabError(f"{_flag(name)} must be positive, got {getattr(s, name)}")
+    if s.request_timeout <= 0 or s.batch_window_ms < 0 or s.rate_limit < 0:
+        raise TunelabError("--request-timeout must be > 0; --batch-window-ms, --rate-limit >= 0")
+    return s
+
+
+def run(a: argparse.Namespace) -> None:
+    from tunelab import api
+
+    api.serve(a.model, _settings(a), a.log_level)

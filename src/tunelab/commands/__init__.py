@@ -1,1 +1,0 @@
-"""CLI verbs that live in their own modules (registered in tunelab.cli.VERB_MODULES)."""

@@ -1,0 +1,1 @@
+"""What each verb does, start to end. `tunelab.api` re-exports them; the CLI calls only api."""

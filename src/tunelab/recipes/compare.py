@@ -1,0 +1,354 @@
+"""`tunelab compare`: every chosen strategy on the same data, seed and step budget, side by side.
+
+Each strategy runs in its own process (`python -m tunelab.recipes.compare --worker ...`), so its peak
+memory is its own, a crash or an out-of-memory kill ends only that strategy, and the next one
+starts from a clean slate. Report folder layout:
+
+    base.yaml              the shared configuration (data, model, budget, seed)
+    runs/STRATEGY/         each strategy's run folder (as `tunelab finetune` writes it)
+    results/STRATEGY.json  what the worker measured (or why it failed)
+    report.md, report.json the table; tradeoff-params.png, tradeoff-time.png the plots
+
+Re-running the same command skips strategies whose result is already there (failed ones are
+retried); an interrupted strategy resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab.errors import TunelabError
+
+BUDGET_KEYS = ("train.epochs", "train.max_steps", "train.batch_size", "train.grad_accum")
+"""Options every strategy must share: a comparison on different budgets says nothing."""
+SHARED_SECTIONS = ("data", "model", "run")
+
+
+@dataclass
+class CompareConfig:
+    strategies: list[str] = field(default_factory=list)
+    """Strategies to compare (default: every registered one)."""
+    output_dir: str = "reports/compare"
+    """Report folder (runs, results, table and plots go here)."""
+    latency_examples: int = 32
+    """Test examples classified one at a time after training to time inference latency."""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-strategy options, e.g. `prompt: {train.lr: 3.0e-2, prompt.num_virtual_tokens: 20}`:
+    learning rate, schedule and the strategy's own options; never data, seed or budget."""
+
+
+def load_compare_config(
+    config: str | Path | None, overrides: dict[str, Any], strategies: str | None, output: str | None
+) -> tuple[CompareConfig, dict[str, Any]]:
+    """(compare options, the shared finetune config as a nested dict) from YAML + flags.
+
+    The YAML is a finetune config with an optional `compare:` section; sections named after a
+    strategy (`lora: {r: 16}`) become that strategy's overrides.
+    """
+    from tunelab.strategies import STRATEGIES
+
+    raw: dict[str, Any] = {}
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise TunelabError(f"config file {path} not found: pass an existing YAML file")
+        raw = yaml.safe_load(path.read_text()) or {}
+    section = raw.pop("compare", None) or {}
+    known = {f for f in CompareConfig.__dataclass_fields__}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise TunelabError(f"unknown compare option(s) {unknown}: known ones are {sorted(known)}")
+    cc = CompareConfig(**section)
+    raw.pop("strategy", None)
+    for name in list(raw):
+        if name in STRATEGIES:
+            opts = raw.pop(name) or {}
+            cc.overrides.setdefault(name, {}).update({f"{name}.{k}": v for k, v in opts.items()})
+    if strategies:
+        cc.strategies = [s.strip() for s in strategies.split(",") if s.strip()]
+    if not cc.strategies:
+        cc.strategies = list(STRATEGIES)
+    if output:
+        cc.output_dir = output
+    for s in cc.strategies:
+        if s not in STRATEGIES:
+            raise TunelabError(f"unknown strategy {s!r}: choose from {', '.join(STRATEGIES)}")
+    if len(set(cc.strategies)) != len(cc.strategies):
+        raise TunelabError("a strategy is listed twice in --strategies: list each once")
+    for strat, opts in cc.overrides.items():
+        for key in opts:
+            if key in BUDGET_KEYS or key == "train.seed" or key.split(".")[0] in SHARED_SECTIONS:
+                raise TunelabError(
+                    f"compare override {strat}: {key} would change the shared data, seed or "
+                    "step budget: set it for all strategies instead"
+                )
+    for key, value in overrides.items():
+        sec, _, opt = key.rpartition(".")
+        if sec in STRATEGIES:
+            cc.overrides.setdefault(sec, {})[key] = value
+        else:
+            raw.setdefault(sec, {})[opt] = value
+    # validate the shared part (and every strategy's overrides) before anything runs
+    from tunelab.config.finetune import build_config
+
+    for s in cc.strategies:
+        build_config(overrides=_flat(raw) | {"strategy": s} | cc.overrides.get(s, {}))
+    return cc, raw
+
+
+def _flat(nested: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"{sec}.{k}": v
+        for sec, vals in nested.items()
+        if isinstance(vals, dict)
+        for k, v in vals.items()
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from tunelab.runs.workdir import write_json
+
+    write_json(path, obj)
+
+
+def folder_bytes(run_dir: Path) -> int:
+    """Size of the weights a run saved (full model, adapter or trained tensors)."""
+    from tunelab.runs.save import WEIGHT_FILES
+
+    return sum(p.stat().st_size for p in run_dir.rglob("*") if p.name in WEIGHT_FILES)
+
+
+def measure_latency(run_dir: Path, texts: list[str]) -> dict[str, float]:
+    """Milliseconds per example classifying `texts` one at a time (batch 1), after warm-up."""
+    import torch
+
+    from tunelab.runs.open import open_classifier
+    from tunelab.tasks.classification import EncodedDataset, autocast_for, make_collate
+
+    model, tok, marker = open_classifier(run_dir)
+    model.eval()
+    collate = make_collate(tok)
+    data = EncodedDataset(texts, tok, marker.context_length)
+    times = []
+    with torch.inference_mode(), autocast_for(model):
+        for i in range(len(data)):
+            batch = collate([data[i]])
+            if i < 3:  # warm-up: first calls allocate and pick kernels
+                model(**batch)
+            t0 = time.perf_counter()
+            model(**batch)
+            times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "latency_ms_median": round(statistics.median(times), 2),
+        "latency_ms_p90": round(sorted(times)[int(0.9 * (len(times) - 1))], 2),
+    }
+
+
+def run_worker(report: Path, strategy: str) -> None:
+    """Fine-tune one strategy into `report/runs/STRATEGY` and write its result JSON."""
+    from tunelab.config.finetune import build_config
+    from tunelab.recipes.finetune import finetune
+    from tunelab.tasks.classification import load_splits
+
+    spec = json.loads((report / "plan.json").read_text())
+    result_path = report / "results" / f"{strategy}.json"
+    runs = report / "runs"
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"strategy": strategy, "status": "failed"}
+    try:
+        overrides = _flat(spec["base"]) | spec["overrides"].get(strategy, {})
+        overrides |= {"strategy": strategy, "run.output_dir": str(runs), "run.name": strategy}
+        overrides["run.predict"] = []
+        if (runs / f".{strategy}.partial" / "config.yaml").is_file():
+            overrides["run.resume"] = True
+        cfg = build_config(overrides=overrides)
+        if (runs / strategy / "metrics.json").is_file():  # trained; only measuring was lost
+            metrics = json.loads((runs / strategy / "metrics.json").read_text())
+        else:
+            metrics = finetune(cfg).metrics
+        run_dir = runs / strategy
+        test = load_splits(cfg.data, cfg.train.seed, quiet=True)["test"]
+        test_texts = [e["text"] for e in test]
+        lat = measure_latency(run_dir, test_texts[: spec["latency_examples"]])
+        train = metrics["train"]
+        record.update(
+            status="ok",
+            accuracy=metrics["test"]["accuracy"],
+            macro_f1=metrics["test"]["macro_f1"],
+            trainable_params=train["trainable_params"],
+            total_params=train["total_params"],
+            trainable_pct=round(100 * train["trainable_params"] / train["total_params"], 4),
+            train_seconds=train["seconds"],
+            peak_memory_mib=train.get("peak_memory_mib"),
+            checkpoint_mib=round(folder_bytes(run_dir) / 2**20, 2),
+            steps=train["steps"],
+            best_validation=train.get("best_validation"),
+            **lat,
+        )
+    except TunelabError as exc:
+        record["reason"] = str(exc)
+    except Exception as exc:  # a strategy's bug must not stop the comparison: record it
+        record["reason"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    record["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    _write_json(result_path, record)
+    if record["status"] != "ok":
+        print(f"tunelab compare: {strategy} failed: {record['reason']}", file=sys.stderr)
+
+
+def compare(
+    cc: CompareConfig, base: dict[str, Any], quiet: bool = False
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Run every strategy not yet done, then write the report; returns (folder, rows)."""
+    report = Path(cc.output_dir)
+    (report / "results").mkdir(parents=True, exist_ok=True)
+    plan = {
+        "base": base,
+        "overrides": cc.overrides,
+        "latency_examples": cc.latency_examples,
+        "strategies": cc.strategies,
+    }
+    plan_path = report / "plan.json"
+    if plan_path.is_file():
+        old = json.loads(plan_path.read_text())
+        if old["base"] != base:
+            raise TunelabError(
+                f"{report} holds a comparison with another shared config: pick another "
+                "--output (or delete the folder) to start a new one"
+            )
+    _write_json(plan_path, plan)
+    (report / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    for i, strategy in enumerate(cc.strategies, 1):
+        result = report / "results" / f"{strategy}.json"
+        if result.is_file() and json.loads(result.read_text()).get("status") == "ok":
+            if not quiet:
+                print(f"[{i}/{len(cc.strategies)}] {strategy}: done before, skipped", flush=True)
+            continue
+        if not quiet:
+            print(f"\n[{i}/{len(cc.strategies)}] {strategy}", flush=True)
+        cmd = [sys.executable, "-m", "tunelab.recipes.compare", "--worker", str(report), strategy]
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None)
+        if proc.returncode != 0 and not result.is_file():
+            _write_json(
+                result,
+                {
+                    "strategy": strategy,
+                    "status": "failed",
+                    "reason": f"worker exited with code {proc.returncode} (killed: out of memory?)",
+                },
+            )
+    rows = [
+        json.loads((report / "results" / f"{s}.json").read_text())
+        for s in cc.strategies
+        if (report / "results" / f"{s}.json").is_file()
+    ]
+    write_report(report, base, rows)
+    return report, rows
+
+
+def machine() -> str:
+    import torch
+
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {dev}, "
+        f"torch {torch.__version__}"
+    )
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (failed strategies at the end, with their reason)."""
+    head = (
+        "| strategy | accuracy | macro-F1 | trainable params | trainable % | train time (s) "
+        "| whole run (s) | peak memory (MiB) | checkpoint (MiB) | latency (ms/example) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        lines.append(
+            f"| {r['strategy']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} "
+            f"| {r['trainable_params']:,} | {r['trainable_pct']:.2f} "
+            f"| {_fmt(r['train_seconds'], '.0f')} | {_fmt(r.get('wall_seconds'), '.0f')} "
+            f"| {_fmt(r['peak_memory_mib'], ',.0f')} "
+            f"| {r['checkpoint_mib']:.2f} | {r['latency_ms_median']:.1f} |"
+        )
+    failed = [
+        f"- **{r['strategy']}** failed: {r.get('reason', '?')}" for r in rows if r["status"] != "ok"
+    ]
+    return head + "\n".join(lines) + ("\n\n" + "\n".join(failed) if failed else "") + "\n"
+
+
+def write_report(report: Path, base: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """report.md, report.json and the two trade-off plots."""
+    from tunelab.evaluation.plots import plot_tradeoffs
+
+    model = base.get("model", {}).get("name", "minilm")
+    data = base.get("data", {}).get("source", "bbc-news")
+    train = base.get("train", {})
+    budget = (
+        f"{train['max_steps']} steps"
+        if train.get("max_steps")
+        else f"{train.get('epochs', 3)} epochs"
+    )
+    meta = {
+        "model": model,
+        "data": data,
+        "budget": budget,
+        "batch_size": train.get("batch_size"),
+        "seed": train.get("seed", 0),
+        "machine": machine(),
+        "written": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    _write_json(report / "report.json", {"meta": meta, "results": rows})
+    ok = [r for r in rows if r["status"] == "ok"]
+    plots = plot_tradeoffs(ok, report) if ok else []
+    text = (
+        f"# Strategy comparison: {model} on {data}\n\n"
+        f"Same data split, seed {meta['seed']} and budget ({budget}, batch "
+        f"{meta['batch_size']}) for every strategy; accuracy and macro-F1 on the held-out "
+        f"test split. Machine: {meta['machine']}. Written {meta['written']}.\n\n"
+        + markdown_table(rows)
+        + "\nColumns: *train time*, the training loop (for `features`, with the one pass that "
+        "extracts the features); *whole run*, the strategy's process from loading the model to "
+        "the saved run folder and the latency timing; *peak memory*, that process's peak "
+        "resident memory (on a GPU, the allocator's peak); *checkpoint*, the weight files the "
+        "run saved; *latency*, the median time to classify one test example at batch 1 with "
+        "the run loaded from its folder as saved (adapters not merged).\n"
+        + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
+    )
+    (report / "report.md").write_text(text)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--worker":
+        from tunelab.logs import quiet_libraries
+
+        quiet_libraries()
+        run_worker(Path(argv[1]), argv[2])
+        return 0
+    print("usage: python -m tunelab.recipes.compare --worker REPORT_DIR STRATEGY", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
+
+
+__all__ = ["CompareConfig", "compare", "load_compare_config"]

@@ -1,0 +1,167 @@
+"""`tunelab eval`: a classification run on labelled data, or a generative run (or a plain
+language model) on prompt/response pairs.
+
+Generative: for every (prompt, reference) pair, the model's output under the given decoding
+options (greedy by default) is scored against the reference with `TextMetrics` (BLEU, chrF,
+ROUGE, exact match, distinct-n), and the reference itself is scored under the model given the
+prompt (`evaluation.scoring.score`), whose token-weighted perplexity says how well the model
+predicts the answers it should give, independent of decoding. Work goes in chunks of
+`batch_size` prompts, so metrics accumulate as it runs and memory does not grow with the data.
+Prompts are shown as training showed them (`tasks.generative.format_prompts`).
+
+    m = evaluate_generative("runs/chat-lora", "chatterbot", DecodingOptions(max_new_tokens=48))
+    print(format_generation_report(m))
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import TunelabError
+from tunelab.evaluation.text_metrics import TextMetrics
+from tunelab.logs import say
+from tunelab.runs.marker import find_marker
+
+
+def is_generative(name: str) -> bool:
+    """A causal_lm / seq2seq run folder, or a model that is no run folder at all."""
+    from tunelab.defaults import EMBEDDED_MODELS
+
+    marker = find_marker(name)
+    if marker is not None:
+        return marker.generative
+    emb = EMBEDDED_MODELS.get(name)
+    if emb is not None:
+        return emb.family != "encoder"
+    path = Path(name).expanduser()
+    return path.suffix == ".gguf" or (path / "config.json").is_file()
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    source: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    batch_size: int = 64,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Metrics of a finished classification run on labelled data (any source finetune reads)."""
+    from tunelab.data.clean import clean_examples
+    from tunelab.data.readers import load_examples
+    from tunelab.runs.open import open_classifier
+    from tunelab.tasks.classification import encode_examples, evaluate, make_collate
+
+    if batch_size < 1:
+        raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
+    model, tok, marker = open_classifier(run_dir)
+    examples = load_examples(source, text_column, label_column)
+    examples, report = clean_examples(examples, dedupe=False)
+    say(f"eval data {source}: {report.summary()}", quiet)
+    labels = marker.labels or []
+    data = encode_examples(examples, tok, labels, marker.context_length)
+    return evaluate(model, data, make_collate(tok), labels, batch_size, progress=not quiet)
+
+
+def evaluate_generative(
+    model_or_run: str,
+    source: str,
+    opts=None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    prompt_column: str = "prompt",
+    response_column: str = "response",
+    chat_template: bool | None = None,
+    show_progress: bool = True,
+    samples: int = 3,
+) -> dict[str, Any]:
+    """Text metrics of the outputs and the perplexity of the references, as a JSON-able dict.
+
+    Args:
+        model_or_run: a generative run folder or any model `load_lm` accepts.
+        source: prompt/response data (a file or an embedded data set, see `load_pairs`).
+        opts: DecodingOptions (default: greedy, 64 new tokens); one output per prompt.
+        batch_size: prompts generated (and references scored) together.
+        limit: evaluate only the first `limit` pairs.
+        chat_template: force the chat template on or off (default: see format_prompts).
+        samples: how many (prompt, reference, output) examples to keep in the result.
+    """
+    from tqdm.auto import tqdm
+
+    from tunelab.decoding import DecodingOptions, generate
+    from tunelab.evaluation.scoring import corpus_perplexity, score
+    from tunelab.runs.open import open_lm, run_prompts
+    from tunelab.tasks.generative import load_eval_pairs
+
+    opts = opts or DecodingOptions()
+    if opts.num_return_sequences != 1:
+        raise TunelabError("eval scores one output per prompt: set num_return_sequences to 1")
+    if batch_size < 1:
+        raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
+    marker = find_marker(model_or_run)
+    if marker is not None and not marker.generative:
+        raise TunelabError(
+            f"{model_or_run} is a {marker.task} run: generative eval needs a causal_lm "
+            "or seq2seq run (tunelab finetune --task causal_lm)"
+        )
+    pairs = load_eval_pairs(source, prompt_column, response_column, limit)
+    loaded, marker = open_lm(model_or_run)
+    model, tok = loaded.model, loaded.tokenizer
+    prompts = run_prompts(pairs, loaded, marker, chat_template)
+    refs = [p["response"] for p in pairs]
+    metrics, scored, kept = TextMetrics(), [], []
+    generated, seconds = 0, 0.0
+    chunks = range(0, len(pairs), batch_size)
+    bar = tqdm(total=len(pairs), desc="evaluating", unit="pair", disable=not show_progress)
+    for lo in chunks:
+        hi = lo + batch_size
+        t0 = time.perf_counter()
+        outs = generate(model, tok, prompts[lo:hi], opts, batch_size=batch_size)
+        seconds += time.perf_counter() - t0
+        texts = [o.text.strip() for o in outs]
+        generated += sum(len(o.token_ids) for o in outs)
+        metrics.update(texts, refs[lo:hi])
+        scored += score(model, tok, refs[lo:hi], prompts=prompts[lo:hi], batch_size=batch_size)
+        for p, r, t in zip(pairs[lo:hi], refs[lo:hi], texts, strict=True):
+            if len(kept) < samples:
+                kept.append({"prompt": p["prompt"], "reference": r, "output": t})
+        bar.update(len(outs))
+    bar.close()
+    ppl = corpus_perplexity(scored)
+    return {
+        **metrics.compute(),
+        "reference_perplexity": ppl if ppl == ppl else None,  # nan (no tokens) -> null
+        "reference_tokens": sum(r.tokens for r in scored),
+        "generated_tokens": generated,
+        "generation_seconds": round(seconds, 3),
+        "tokens_per_second": round(generated / seconds, 2) if seconds else 0.0,
+        "model": model_or_run,
+        "data": source,
+        "decoding": {k: v for k, v in vars(opts).items() if k != "stop" or v},
+        "samples": kept,
+    }
+
+
+def format_generation_report(m: dict[str, Any]) -> str:
+    """A plain-text table of `evaluate_generative`'s result, with its sample outputs."""
+    ppl = m["reference_perplexity"]
+    lines = [
+        f"n            {m['n']}",
+        f"BLEU         {m['bleu']:.2f}    chrF {m['chrf']:.2f}",
+        f"ROUGE F      1 {m['rouge1']:.4f}  2 {m['rouge2']:.4f}  L {m['rougeL']:.4f}",
+        f"exact match  {m['exact_match']:.4f}",
+        f"distinct     1 {m['distinct_1']:.4f}  2 {m['distinct_2']:.4f}",
+        f"perplexity   {'n/a' if ppl is None else f'{ppl:.3f}'} "
+        f"(references given prompts, {m['reference_tokens']} tokens)",
+        f"speed        {m['tokens_per_second']:.1f} tokens/s "
+        f"({m['generated_tokens']} tokens in {m['generation_seconds']:.1f} s)",
+    ]
+    for s in m["samples"]:
+        lines += [
+            "",
+            f"prompt     {s['prompt'][:100]!r}",
+            f"reference  {s['reference'][:100]!r}",
+            f"output     {s['output'][:100]!r}",
+        ]
+    return "\n".join(lines)

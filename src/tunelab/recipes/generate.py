@@ -1,0 +1,74 @@
+"""`tunelab generate`: continue prompts with a decoder or seq2seq LM (a model or a run)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from tunelab.errors import TunelabError
+
+
+def _inputs(tok, prompts: list[str], chat: bool, system: str | None) -> list[str]:
+    from tunelab.decoding import chat_prompt
+
+    if not prompts:
+        raise TunelabError("no prompts: pass PROMPT arguments or --file prompts.txt")
+    for i, p in enumerate(prompts):
+        if not p.strip():
+            raise TunelabError(f"prompt {i} is empty: give every prompt some text")
+    return [chat_prompt(tok, p, system) for p in prompts] if chat else prompts
+
+
+def generate(
+    model_or_run: str,
+    prompts: list[str],
+    options: Any = None,
+    chat: bool = False,
+    system: str | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[Any]:
+    """Continuations of `prompts` (GenerationOutput each: text, token ids, finish reason),
+    decoded in batches with a KV cache; `chat` wraps each prompt in the chat template.
+
+    Raises:
+        TunelabError: no or empty prompts, a bad batch size, a model that cannot generate.
+    """
+    from tunelab.decoding import DecodingOptions
+    from tunelab.decoding import generate as decode
+    from tunelab.runs.open import open_lm
+
+    if batch_size < 1:
+        raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
+    if not prompts:
+        raise TunelabError("no prompts: pass PROMPT arguments or --file prompts.txt")
+    loaded, _ = open_lm(model_or_run)
+    inputs = _inputs(loaded.tokenizer, prompts, chat, system)
+    opts = options or DecodingOptions()
+    return decode(
+        loaded.model, loaded.tokenizer, inputs, opts, batch_size=batch_size, show_progress=progress
+    )
+
+
+def stream(
+    model_or_run: str,
+    prompts: list[str],
+    options: Any = None,
+    chat: bool = False,
+    system: str | None = None,
+) -> Iterator[tuple[int, str]]:
+    """(prompt index, text piece) as the tokens of each prompt's continuation are decoded;
+    each prompt starts with an empty piece."""
+    from tunelab.decoding import DecodingOptions
+    from tunelab.decoding import stream as decode_stream
+    from tunelab.runs.open import open_lm
+
+    if not prompts:
+        raise TunelabError("no prompts: pass PROMPT arguments or --file prompts.txt")
+    loaded, _ = open_lm(model_or_run)
+    inputs = _inputs(loaded.tokenizer, prompts, chat, system)
+    opts = options or DecodingOptions()
+    for i, text in enumerate(inputs):
+        yield i, ""  # a prompt starts (its continuation may be empty)
+        for piece in decode_stream(loaded.model, loaded.tokenizer, text, opts):
+            yield i, piece

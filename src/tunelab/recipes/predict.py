@@ -1,0 +1,40 @@
+"""`tunelab predict`: label and class probabilities for texts, with a classification run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import TunelabError
+
+
+def predict(
+    run_dir: str | Path, texts: list[str], batch_size: int = 64, quiet: bool = False
+) -> list[dict[str, Any]]:
+    """Label and class probabilities for each text, in input order.
+
+    Raises:
+        TunelabError: no texts, a bad batch size, or a folder that is no classification run.
+    """
+    from tunelab.runs.open import open_classifier
+    from tunelab.tasks.classification import predict_probs
+
+    if not texts:
+        raise TunelabError("no texts to classify: pass TEXT arguments or --file")
+    if batch_size < 1:
+        raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
+    model, tok, marker = open_classifier(run_dir)
+    probs = predict_probs(model, tok, texts, marker.context_length, batch_size, progress=not quiet)
+    labels = marker.labels or []
+    out = []
+    for text, p in zip(texts, probs.tolist(), strict=True):
+        best = max(range(len(labels)), key=p.__getitem__)
+        out.append(
+            {
+                "text": text,
+                "label": labels[best],
+                "score": round(p[best], 6),
+                "probs": {lab: round(q, 6) for lab, q in zip(labels, p, strict=True)},
+            }
+        )
+    return out

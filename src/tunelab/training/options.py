@@ -1,0 +1,52 @@
+"""The `train` section: everything the one training loop is told (shared by finetune and
+pretrain, which only changes the defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRECISIONS = ("auto", "fp32", "bf16")
+SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "step", "exponential")
+
+
+@dataclass
+class TrainOptions:
+    epochs: float = 3.0
+    """Passes over the training split (fractions allowed); ignored when max_steps is set."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs)."""
+    batch_size: int = 16
+    """Examples per forward pass."""
+    grad_accum: int = 1
+    """Forward passes per optimizer step (effective batch = batch_size x grad_accum)."""
+    eval_batch_size: int = 64
+    """Examples per forward pass during evaluation and prediction."""
+    lr: float = 1e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (never applied to biases and normalisation weights)."""
+    schedule: str = "linear"
+    """Learning-rate schedule: constant, linear, cosine, step or exponential."""
+    warmup_ratio: float = 0.06
+    """Fraction of the optimizer steps spent in linear warmup."""
+    step_size: int | None = None
+    """step/exponential schedules: optimizer steps per factor of gamma (default: a third of
+    the run after warmup)."""
+    gamma: float = 0.5
+    """step/exponential schedules: the lr is multiplied by gamma every step_size steps."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm to this value (none to disable)."""
+    precision: str = "auto"
+    """fp32, bf16 (autocast) or auto (bf16 where the CPU/GPU has native bf16, else fp32)."""
+    eval_every: int | None = None
+    """Evaluate on the validation split every N optimizer steps (default: after each epoch)."""
+    metric: str = "macro_f1"
+    """Validation metric that picks the best checkpoint and drives early stopping."""
+    patience: int | None = None
+    """Stop after this many evaluations without improvement of `metric` (none: never)."""
+    keep_best: bool = True
+    """Restore the weights of the best evaluation before testing and saving."""
+    seed: int = 0
+    """Seed for the split, the shuffling, dropout and new weights."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's own choice)."""

@@ -12,10 +12,12 @@ imports no torch.
 
 from __future__ import annotations
 
+from tunelab.config.compare import CompareConfig, load_compare_config
+from tunelab.config.compare_decoding import CompareDecodingConfig
 from tunelab.config.finetune import Config, build_config
 from tunelab.config.pretrain import PretrainConfig, build_pretrain_config
-from tunelab.recipes.compare import CompareConfig, compare, load_compare_config
-from tunelab.recipes.compare_decoding import CompareDecodingConfig, compare_decoding
+from tunelab.recipes.compare import compare
+from tunelab.recipes.compare_decoding import compare_decoding
 from tunelab.recipes.evaluate import (
     evaluate_generative,
     evaluate_run,

@@ -9,7 +9,7 @@ import yaml
 
 from tests.conftest import toy_examples, write_csv
 from tunelab.cli import main
-from tunelab.recipes.compare import load_compare_config
+from tunelab.config.compare import load_compare_config
 from tunelab.errors import TunelabError
 
 

@@ -16,7 +16,7 @@ from tests.conftest import FILLER, TOPICS, build_tokenizer, tiny_config
 from tunelab import api
 from tunelab.cli import main
 from tunelab.decoding import DecodingOptions, generate
-from tunelab.models.load import load_lm
+from tunelab.runs.open import open_lm
 
 
 def toy_pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -82,7 +82,7 @@ def test_causal_lm_lora_through_the_cli(lms, pairs_file, tmp_path, capsys):
     assert metrics["test"]["loss"] < metrics["base"]["test"]["loss"]
     assert metrics["test"]["perplexity"] == pytest.approx(2.718281828 ** metrics["test"]["loss"])
     assert metrics["train"]["best_validation"] == pytest.approx(metrics["validation"]["loss"])
-    loaded = load_lm(str(run))
+    loaded, _ = open_lm(str(run))
     outs = generate(loaded.model, loaded.tokenizer, ["match goal team the\n"], DecodingOptions(4))
     assert len(outs) == 1 and outs[0].finish_reason in ("eos", "length")
 
@@ -108,12 +108,12 @@ def test_seq2seq_full_on_t5_and_reload(lms, pairs_file, tmp_path):
     marker = json.loads((result.run_dir / "tunelab_run.json").read_text())
     assert marker["task"] == "seq2seq" and marker["weights"] == "full"
     assert marker["max_target_length"] == 8
-    loaded = load_lm(str(result.run_dir))
+    loaded, _ = open_lm(str(result.run_dir))
     assert type(loaded.model).__name__ == "T5ForConditionalGeneration"
 
 
 def test_an_interrupted_generative_run_resumes(lms, pairs_file, tmp_path, monkeypatch):
-    import tunelab.runfolder
+    import tunelab.runs.save
 
     out = tmp_path / "runs"
     overrides = {
@@ -131,7 +131,7 @@ def test_an_interrupted_generative_run_resumes(lms, pairs_file, tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tunelab.runfolder, "finish_run", interrupted)
+    monkeypatch.setattr(tunelab.runs.save, "finish_run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         api.finetune(api.build_config(overrides=overrides), quiet=True)
     assert (out / ".toy.partial" / "checkpoint").is_dir() and not (out / "toy").exists()
@@ -193,7 +193,7 @@ def test_bert2bert_from_minilm_learns_headlines_and_generates(tmp_path):
     result = api.finetune(cfg, quiet=True)
     m = result.metrics
     assert m["test"]["loss"] < m["base"]["test"]["loss"]
-    loaded = load_lm(str(result.run_dir))
+    loaded, _ = open_lm(str(result.run_dir))
     assert type(loaded.model).__name__ == "EncoderDecoderModel"
     outs = generate(loaded.model, loaded.tokenizer, ["The senate voted today."], DecodingOptions(8))
     assert outs[0].token_ids and outs[0].finish_reason in ("eos", "length")

@@ -41,8 +41,8 @@ def pairs_file(tmp_path):
 
 
 def test_score_writes_what_the_api_computes(lm_folder, tmp_path, capsys):
-    from tunelab.models.load import load_lm
     from tunelab.evaluation.scoring import score
+    from tunelab.models.load import load_lm
 
     out = tmp_path / "scores.jsonl"
     texts = ["the match goal team", "phone app code of the new robot"]
@@ -106,7 +106,7 @@ def test_generative_eval_of_a_language_model(lm_folder, pairs_file, tmp_path, ca
 
 
 def test_eval_of_a_classifier_run_stays_the_classifier_eval(tmp_path, capsys):
-    from tunelab.cli.eval_generative import is_generative
+    from tunelab.api import is_generative
 
     run = tmp_path / "run"
     run.mkdir()

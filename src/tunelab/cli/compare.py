@@ -10,7 +10,7 @@ from tunelab.config.parse import field_docs
 
 
 def add_parser(sub) -> None:
-    from tunelab.recipes.compare import CompareConfig
+    from tunelab.config.compare import CompareConfig
     from tunelab.strategies import STRATEGIES
 
     p = sub.add_parser(

@@ -8,7 +8,7 @@ from tunelab.config.parse import field_docs
 
 
 def add_parser(sub) -> None:
-    from tunelab.recipes.compare_decoding import DEFAULT_STRATEGIES, CompareDecodingConfig
+    from tunelab.config.compare_decoding import DEFAULT_STRATEGIES, CompareDecodingConfig
 
     docs = field_docs(CompareDecodingConfig)
     p = sub.add_parser(
@@ -44,11 +44,9 @@ def add_parser(sub) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from tunelab.recipes.compare_decoding import (
-        CompareDecodingConfig,
-        compare_decoding,
-        markdown_table,
-    )
+    from tunelab import api
+    from tunelab.config.compare_decoding import CompareDecodingConfig
+    from tunelab.recipes.compare_decoding import markdown_table
 
     cfg = CompareDecodingConfig(
         model=a.model,
@@ -65,6 +63,6 @@ def run(a: argparse.Namespace) -> None:
         prompt_column=a.prompt_column,
         response_column=a.response_column,
     )
-    report, rows = compare_decoding(cfg)
+    report, rows = api.compare_decoding(cfg)
     print("\n" + markdown_table(rows))
     print(f"report in {report / 'report.md'}")

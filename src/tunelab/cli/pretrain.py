@@ -49,12 +49,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from tunelab.config.pretrain import build_pretrain_config
-    from tunelab.recipes.pretrain import pretrain
+    from tunelab import api
 
     values = {k: v for k, v in vars(args).items() if k not in ("verb", "config")}
-    cfg = build_pretrain_config(args.config, values)
-    result = pretrain(cfg)
+    cfg = api.build_pretrain_config(args.config, values)
+    result = api.pretrain(cfg)
     val = result.metrics.get("validation", {})
     shown = {k: v for k, v in val.items() if isinstance(v, float)}
     print("\nvalidation " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))

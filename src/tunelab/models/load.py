@@ -73,8 +73,8 @@ def load_lm(name: str, gguf_file: str | None = None, dtype: torch.dtype = torch.
     """A language model with its LM head, for generation and scoring.
 
     Decoders load as causal LMs, encoder-decoders as seq2seq LMs; encoders (no generation head)
-    are refused in one line. `name` is anything `resolve_source` accepts (a run folder of a generative
-    fine-tuning that holds only an adapter or trained tensors opens with `runs.open.open_lm`).
+    are refused in one line. `name` is anything `resolve_source` accepts (a generative run
+    folder that holds only an adapter or trained tensors opens with `runs.open.open_lm`).
 
     Raises:
         TunelabError: unknown name, an encoder model, or weights that do not load.

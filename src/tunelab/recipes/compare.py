@@ -1,7 +1,7 @@
 """`tunelab compare`: every chosen strategy on the same data, seed and step budget, side by side.
 
-Each strategy runs in its own process (`python -m tunelab.recipes.compare --worker ...`), so its peak
-memory is its own, a crash or an out-of-memory kill ends only that strategy, and the next one
+Each strategy runs in its own process (`python -m tunelab.recipes.compare --worker ...`), so its
+peak memory is its own, a crash or an out-of-memory kill ends only that strategy, and the next one
 starts from a clean slate. Report folder layout:
 
     base.yaml              the shared configuration (data, model, budget, seed)
@@ -22,98 +22,14 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tunelab.config.compare import CompareConfig, load_compare_config
+from tunelab.config.parse import saved_overrides
 from tunelab.errors import TunelabError
-
-BUDGET_KEYS = ("train.epochs", "train.max_steps", "train.batch_size", "train.grad_accum")
-"""Options every strategy must share: a comparison on different budgets says nothing."""
-SHARED_SECTIONS = ("data", "model", "run")
-
-
-@dataclass
-class CompareConfig:
-    strategies: list[str] = field(default_factory=list)
-    """Strategies to compare (default: every registered one)."""
-    output_dir: str = "reports/compare"
-    """Report folder (runs, results, table and plots go here)."""
-    latency_examples: int = 32
-    """Test examples classified one at a time after training to time inference latency."""
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per-strategy options, e.g. `prompt: {train.lr: 3.0e-2, prompt.num_virtual_tokens: 20}`:
-    learning rate, schedule and the strategy's own options; never data, seed or budget."""
-
-
-def load_compare_config(
-    config: str | Path | None, overrides: dict[str, Any], strategies: str | None, output: str | None
-) -> tuple[CompareConfig, dict[str, Any]]:
-    """(compare options, the shared finetune config as a nested dict) from YAML + flags.
-
-    The YAML is a finetune config with an optional `compare:` section; sections named after a
-    strategy (`lora: {r: 16}`) become that strategy's overrides.
-    """
-    from tunelab.strategies import STRATEGIES
-
-    raw: dict[str, Any] = {}
-    if config is not None:
-        path = Path(config)
-        if not path.is_file():
-            raise TunelabError(f"config file {path} not found: pass an existing YAML file")
-        raw = yaml.safe_load(path.read_text()) or {}
-    section = raw.pop("compare", None) or {}
-    known = {f for f in CompareConfig.__dataclass_fields__}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise TunelabError(f"unknown compare option(s) {unknown}: known ones are {sorted(known)}")
-    cc = CompareConfig(**section)
-    raw.pop("strategy", None)
-    for name in list(raw):
-        if name in STRATEGIES:
-            opts = raw.pop(name) or {}
-            cc.overrides.setdefault(name, {}).update({f"{name}.{k}": v for k, v in opts.items()})
-    if strategies:
-        cc.strategies = [s.strip() for s in strategies.split(",") if s.strip()]
-    if not cc.strategies:
-        cc.strategies = list(STRATEGIES)
-    if output:
-        cc.output_dir = output
-    for s in cc.strategies:
-        if s not in STRATEGIES:
-            raise TunelabError(f"unknown strategy {s!r}: choose from {', '.join(STRATEGIES)}")
-    if len(set(cc.strategies)) != len(cc.strategies):
-        raise TunelabError("a strategy is listed twice in --strategies: list each once")
-    for strat, opts in cc.overrides.items():
-        for key in opts:
-            if key in BUDGET_KEYS or key == "train.seed" or key.split(".")[0] in SHARED_SECTIONS:
-                raise TunelabError(
-                    f"compare override {strat}: {key} would change the shared data, seed or "
-                    "step budget: set it for all strategies instead"
-                )
-    for key, value in overrides.items():
-        sec, _, opt = key.rpartition(".")
-        if sec in STRATEGIES:
-            cc.overrides.setdefault(sec, {})[key] = value
-        else:
-            raw.setdefault(sec, {})[opt] = value
-    # validate the shared part (and every strategy's overrides) before anything runs
-    from tunelab.config.finetune import build_config
-
-    for s in cc.strategies:
-        build_config(overrides=_flat(raw) | {"strategy": s} | cc.overrides.get(s, {}))
-    return cc, raw
-
-
-def _flat(nested: dict[str, Any]) -> dict[str, Any]:
-    return {
-        f"{sec}.{k}": v
-        for sec, vals in nested.items()
-        if isinstance(vals, dict)
-        for k, v in vals.items()
-    }
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -167,7 +83,7 @@ def run_worker(report: Path, strategy: str) -> None:
     t0 = time.perf_counter()
     record: dict[str, Any] = {"strategy": strategy, "status": "failed"}
     try:
-        overrides = _flat(spec["base"]) | spec["overrides"].get(strategy, {})
+        overrides = saved_overrides(spec["base"]) | spec["overrides"].get(strategy, {})
         overrides |= {"strategy": strategy, "run.output_dir": str(runs), "run.name": strategy}
         overrides["run.predict"] = []
         if (runs / f".{strategy}.partial" / "config.yaml").is_file():
@@ -351,4 +267,4 @@ if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
 
 
-__all__ = ["CompareConfig", "compare", "load_compare_config"]
+__all__ = ["compare"]

@@ -8,14 +8,18 @@ from typing import Any
 from tunelab.errors import TunelabError
 
 
-def _inputs(tok, prompts: list[str], chat: bool, system: str | None) -> list[str]:
-    from tunelab.decoding import chat_prompt
-
+def _check(prompts: list[str]) -> None:
+    """Refuse no prompts or an empty one before the model is loaded."""
     if not prompts:
         raise TunelabError("no prompts: pass PROMPT arguments or --file prompts.txt")
     for i, p in enumerate(prompts):
         if not p.strip():
             raise TunelabError(f"prompt {i} is empty: give every prompt some text")
+
+
+def _inputs(tok, prompts: list[str], chat: bool, system: str | None) -> list[str]:
+    from tunelab.decoding import chat_prompt
+
     return [chat_prompt(tok, p, system) for p in prompts] if chat else prompts
 
 
@@ -40,8 +44,7 @@ def generate(
 
     if batch_size < 1:
         raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
-    if not prompts:
-        raise TunelabError("no prompts: pass PROMPT arguments or --file prompts.txt")
+    _check(prompts)
     loaded, _ = open_lm(model_or_run)
     inputs = _inputs(loaded.tokenizer, prompts, chat, system)
     opts = options or DecodingOptions()
@@ -63,8 +66,7 @@ def stream(
     from tunelab.decoding import stream as decode_stream
     from tunelab.runs.open import open_lm
 
-    if not prompts:
-        raise TunelabError("no prompts: pass PROMPT arguments or --file prompts.txt")
+    _check(prompts)
     loaded, _ = open_lm(model_or_run)
     inputs = _inputs(loaded.tokenizer, prompts, chat, system)
     opts = options or DecodingOptions()

@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -75,7 +75,10 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
     deadline: float
+    """On `clock`: when the request is ended with DeadlineExceeded."""
     cancel: threading.Event = field(default_factory=threading.Event)
+    clock: Callable[[], float] = time.monotonic
+    """Seconds; the generator's clock (a test's fake one ticks only when told)."""
 
     def emit(self, item) -> None:
         try:
@@ -93,7 +96,7 @@ async def job_events(job: Job, end: object) -> AsyncIterator[GenEvent]:
     out, or the client left), so its worker stops working on it."""
     try:
         while True:
-            left = job.deadline - time.monotonic()
+            left = job.deadline - job.clock()
             try:
                 item = await asyncio.wait_for(job.events.get(), max(left, 0) + 0.5)
             except TimeoutError:

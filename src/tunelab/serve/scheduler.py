@@ -46,7 +46,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from tunelab.decoding import generate
@@ -82,8 +82,17 @@ class _Job(Job):
 class ContinuousGenerator:
     """A `Generator` (generation.py) that decodes concurrent requests as one changing batch."""
 
-    def __init__(self, served, max_queue: int = 64, metrics=None, max_batch: int = 32) -> None:
+    def __init__(
+        self,
+        served,
+        max_queue: int = 64,
+        metrics=None,
+        max_batch: int = 32,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock` (seconds) times the requests' deadlines; tests pass a fake one."""
         self.model, self.tokenizer = served.model, served.tokenizer
+        self.clock = clock
         self.max_queue = max_queue
         self.max_batch = max_batch
         self.metrics = metrics
@@ -107,7 +116,8 @@ class ContinuousGenerator:
     # ------------------------------------------------------------------ event loop side
     def submit(self, request: GenRequest) -> AsyncIterator[GenEvent]:
         loop = asyncio.get_running_loop()
-        job = _Job(request, loop, asyncio.Queue(), time.monotonic() + request.timeout)
+        deadline = self.clock() + request.timeout
+        job = _Job(request, loop, asyncio.Queue(), deadline, clock=self.clock)
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down: retry on another instance")
@@ -178,7 +188,7 @@ class ContinuousGenerator:
 
     def _drop_ended(self) -> None:
         """Waiting or running requests whose client left or whose deadline passed."""
-        now = time.monotonic()
+        now = self.clock()
         for job in list(self._pending):
             if job.cancel.is_set() or now > job.deadline:
                 self._pending.remove(job)
@@ -280,7 +290,7 @@ class ContinuousGenerator:
             self._add(engine, job)
             alone = [job]
             while job.rows:
-                if job.cancel.is_set() or time.monotonic() > job.deadline:
+                if job.cancel.is_set() or self.clock() > job.deadline:
                     if not job.cancel.is_set():
                         job.emit(deadline_exceeded(req.timeout))
                     return

@@ -27,7 +27,7 @@ def apply(model: nn.Module, options: LoraOptions, family: str, total_steps: int)
         mapping = peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
         if model.config.model_type not in mapping:
             targets = "all-linear"
-    cfg = peft.LoraOptions(
+    cfg = peft.LoraConfig(
         task_type=task_type(model),
         r=options.r,
         lora_alpha=options.alpha,

@@ -36,6 +36,28 @@ class Encoded:
     """(model, dataset, desc, progress, collate=None) -> metrics of `model` on `dataset`."""
 
 
+def own_split_files(
+    data: DataOptions,
+    seed: int,
+    read: Callable[[str, str], list[dict[str, Any]]],
+    split: Callable[[list, float, float, int], Splits],
+) -> Splits:
+    """The splits when the user gave their own files: `data.train_file`, and the validation and
+    test files where given, else cut from the training rows by `split(rows, test, val, seed)`.
+    `read(source, what)` reads and cleans one file."""
+    train = read(data.train_file, "train")
+    val = read(data.validation_file, "validation") if data.validation_file else None
+    test = read(data.test_file, "test") if data.test_file else None
+    cut = split(
+        train, 0.0 if test else data.test_size, 0.0 if val is not None else data.val_size, seed
+    )
+    return {
+        "train": cut["train"],
+        "validation": val if val is not None else cut["validation"],
+        "test": test if test else cut["test"],
+    }
+
+
 class Task(Protocol):
     name: str
     generative: bool

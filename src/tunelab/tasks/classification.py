@@ -24,7 +24,7 @@ from tunelab.evaluation.metrics import ClassificationMetrics
 from tunelab.logs import say
 from tunelab.models.load import Loaded
 from tunelab.models.options import ModelOptions
-from tunelab.tasks.base import Encoded, Splits
+from tunelab.tasks.base import Encoded, Splits, own_split_files
 
 
 class EncodedDataset(Dataset):
@@ -160,20 +160,7 @@ def load_splits(data: DataOptions, seed: int, quiet: bool = False) -> Splits:
         return examples
 
     if d.train_file:
-        train = read(d.train_file, "train")
-        val = read(d.validation_file, "validation") if d.validation_file else None
-        test = read(d.test_file, "test") if d.test_file else None
-        cut = stratified_split(
-            train,
-            test_size=0.0 if test else d.test_size,
-            val_size=0.0 if val is not None else d.val_size,
-            seed=seed,
-        )
-        return {
-            "train": cut["train"],
-            "validation": val if val is not None else cut["validation"],
-            "test": test if test else cut["test"],
-        }
+        return own_split_files(d, seed, read, stratified_split)
     examples = read(d.source, "data")
     check_labels(examples)
     if d.limit and d.limit < len(examples):

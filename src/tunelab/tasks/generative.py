@@ -18,7 +18,7 @@ from tunelab.logs import say
 from tunelab.models.load import Loaded
 from tunelab.models.options import ModelOptions
 from tunelab.tasks import GENERATIVE_TASKS
-from tunelab.tasks.base import Encoded, Splits
+from tunelab.tasks.base import Encoded, Splits, own_split_files
 from tunelab.tasks.causal_lm import has_chat_template, prompt_text
 
 LM_METRICS = ("loss", "perplexity")
@@ -71,17 +71,7 @@ def load_pair_splits(data: DataOptions, seed: int, quiet: bool = False) -> Split
         return pairs
 
     if d.train_file:
-        train = read(d.train_file, "train")
-        val = read(d.validation_file, "validation") if d.validation_file else None
-        test = read(d.test_file, "test") if d.test_file else None
-        cut = split_pairs(
-            train, 0.0 if test else d.test_size, 0.0 if val is not None else d.val_size, seed
-        )
-        return {
-            "train": cut["train"],
-            "validation": val if val is not None else cut["validation"],
-            "test": test if test else cut["test"],
-        }
+        return own_split_files(d, seed, read, split_pairs)
     if d.source == "bbc-news":
         raise TunelabError(
             "bbc-news is classification data: give prompt/response pairs with --data (chatterbot,"

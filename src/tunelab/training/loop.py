@@ -22,11 +22,11 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from tunelab.training.options import TrainOptions
 from tunelab.errors import TunelabError
 from tunelab.evaluation.metrics import lower_is_better, metric_value
 from tunelab.training.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from tunelab.training.optim import build_optimizer, build_scheduler
+from tunelab.training.options import TrainOptions
 from tunelab.training.state import LoopState
 
 EvalFn = Callable[[nn.Module], dict[str, Any]]

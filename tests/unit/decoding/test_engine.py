@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.unit.decoding.helpers import prompts, tiny_lm
 from tunelab.decoding import DecodingOptions, generate
@@ -56,3 +57,26 @@ def test_cancel_removes_a_request(tmp_path):
     engine.cancel(a)
     seen = [ev.request_id for _ in range(3) for ev in engine.step()]
     assert seen == [b, b, b] and len(engine.rows) == 1
+
+
+@pytest.mark.parametrize("family", ["decoder", "encoder-decoder"])
+def test_prefill_feed_reorder_drive_the_batch_as_beam_search_does(family, tmp_path):
+    model, tok = tiny_lm(family, tmp_path, seed=1)
+    ps = prompts(tok, 2, seed=1)  # different lengths: the rows are padded differently
+    opts = DecodingOptions(max_new_tokens=4)
+    ref = Engine(model, tok, max_batch=2)
+    first = ref.prefill(ps, opts)  # (rows, vocab)
+    expected = ref.feed([7, 9])
+    assert first.shape == expected.shape == (2, model.config.vocab_size)
+
+    engine = Engine(model, tok, max_batch=2)
+    torch.testing.assert_close(engine.prefill(ps, opts), first)
+    engine.reorder(torch.tensor([1, 1]))  # row 0 becomes a copy of row 1
+    got = engine.feed([9, 9])
+    torch.testing.assert_close(got[0], expected[1])
+    torch.testing.assert_close(got[1], expected[1])
+    assert engine.fit(ps[1], opts) == ps[1]  # fits the window: unchanged
+    with pytest.raises(ValueError, match="one token per row"):
+        engine.feed([1])
+    with pytest.raises(RuntimeError, match="must be empty"):
+        engine.prefill(ps, opts)

@@ -57,6 +57,18 @@ def test_penalties_match_transformers_greedy(family, tmp_path):
     assert [o.token_ids for o in outs] == ref
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_penalties_match_transformers_beam(family, tmp_path):
+    # the penalties see each beam's prompt and its own tokens only (with seed 1, letting the
+    # best beam's tokens into every beam's history changed the output)
+    model, tok = tiny_lm(family, tmp_path, seed=1, eos_boost=1.0)
+    ps = prompts(tok, 1, seed=1)
+    kw = dict(num_beams=3, repetition_penalty=1.3, no_repeat_ngram_size=2)
+    ref = hf_generate(model, ps, _side(family), max_new_tokens=12, **kw)
+    outs = generate(model, tok, ps, DecodingOptions(max_new_tokens=12, **kw))
+    assert [o.token_ids for o in outs] == ref
+
+
 @pytest.mark.slow
 def test_smollm2_greedy_and_beam_match_transformers():
     from tunelab.models.load import load_lm

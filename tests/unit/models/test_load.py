@@ -14,10 +14,10 @@ from torch import nn
 from tests.conftest import FAMILIES, tiny_config
 from tunelab.defaults import EMBEDDED_MODELS
 from tunelab.errors import TunelabError
-from tunelab.runs.marker import MARKER_FILE, read_marker
-from tunelab.models.sources import convert_gguf, resolve_source
 from tunelab.models.families import detect_family, head_module_names
 from tunelab.models.load import load_classifier
+from tunelab.models.sources import convert_gguf, resolve_source
+from tunelab.runs.marker import MARKER_FILE
 
 LABELS = ["money", "sport", "tech"]
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tests.unit.objectives.toy_corpus import toy_documents
+from tunelab.config.pretrain import build_pretrain_config
 from tunelab.errors import TunelabError
 from tunelab.objectives import clm, get_objective, mlm
 from tunelab.objectives.corpus import TokenStore, build_token_store
 from tunelab.objectives.options import PretrainOptions
-from tunelab.config.pretrain import build_pretrain_config
 from tunelab.objectives.presets import family_for
 from tunelab.objectives.tokenizer import train_bpe, train_wordpiece
 

@@ -6,13 +6,9 @@ import json
 
 import pytest
 
-from tunelab.recipes.compare_decoding import (
-    CompareDecodingConfig,
-    compare_decoding,
-    parse_strategy,
-    prepare_pairs,
-)
+from tunelab.config.compare_decoding import CompareDecodingConfig
 from tunelab.errors import TunelabError
+from tunelab.recipes.compare_decoding import compare_decoding, parse_strategy, prepare_pairs
 
 PAIRS = [
     {"prompt": "the bank said profit and growth", "response": "market shares"},

@@ -1,21 +1,32 @@
 """The continuous-batching generator: concurrent requests share the running batch (and get
 their one-at-a-time outputs), join it mid-flight, leave it when cancelled, are bounded by the
-queue (429) and by their deadline (504); beam search and seeded sampling run alone."""
+queue (QueueFull: 429) and by their deadline (DeadlineExceeded: 504); beam search and seeded
+sampling run alone.
+
+Nothing here depends on the machine's speed: a hook sees every forward of the model (its
+input shape, in order) and can hold the worker thread before a chosen forward until the test
+lets it go, so each test puts the worker exactly where it needs it; deadlines run on a fake
+clock that moves only when the test says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
+import threading
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from tunelab.decoding import DecodingOptions, generate
-from tunelab.serve.errors import APIError
+from tunelab.errors import DeadlineExceeded, QueueFull, ShuttingDown
+from tunelab.serve.errors import api_error
 from tunelab.serve.generation import GenRequest
 from tunelab.serve.scheduler import ContinuousGenerator
 
 PROMPTS = [[2, 10, 11], [2, 12, 13, 14, 15, 16], [2, 20], [2, 30, 31, 32, 33]]
+WAIT = 60  # seconds: only a broken test ever waits this long (then fails, never hangs)
 
 
 @pytest.fixture(autouse=True)
@@ -26,20 +37,57 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+class Pause:
+    """A point where the worker thread stops: `reached` is set when it gets there, and it
+    waits there until `resume` is set."""
+
+    def __init__(self, rule: Callable[[list], bool]) -> None:
+        self.rule = rule
+        self.reached = threading.Event()
+        self.resume = threading.Event()
+
+    async def wait_reached(self) -> None:
+        assert await asyncio.to_thread(self.reached.wait, WAIT), "the worker never got there"
+
+
+class Forwards:
+    """A forward pre-hook on the input embeddings (every path calls them): `shapes` is every
+    forward's input shape, in order ((rows, 1) is a decode step, (rows, length) a prefill);
+    `pause_before(rule)` holds the worker before the first forward for which `rule(shapes)`
+    (the shapes so far, that forward's included) is true."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, int]] = []
+        self.pauses: list[Pause] = []
+
+    def pause_before(self, rule: Callable[[list], bool]) -> Pause:
+        self.pauses.append(Pause(rule))
+        return self.pauses[-1]
+
+    def __call__(self, module, args) -> None:
+        self.shapes.append(tuple(args[0].shape))
+        for p in self.pauses:
+            if not p.resume.is_set() and p.rule(self.shapes):
+                p.reached.set()
+                assert p.resume.wait(WAIT), "the test never resumed the worker"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 def watched(served_decoder):
-    """The served tiny decoder; every forward's input shape is recorded (and slowed by
-    `delay[0]` seconds) through a hook on the input embeddings, which every path calls."""
-    shapes: list[tuple[int, int]] = []
-    delay = [0.0]
-
-    def hook(module, args):
-        shapes.append(tuple(args[0].shape))
-        if delay[0]:
-            time.sleep(delay[0])
-
-    handle = served_decoder.model.get_input_embeddings().register_forward_pre_hook(hook)
-    yield served_decoder, shapes, delay
+    """The served tiny decoder and the `Forwards` hook watching it."""
+    forwards = Forwards()
+    handle = served_decoder.model.get_input_embeddings().register_forward_pre_hook(forwards)
+    yield served_decoder, forwards
+    for p in forwards.pauses:  # a failed test must not leave the worker held
+        p.resume.set()
     handle.remove()
 
 
@@ -60,7 +108,7 @@ def alone(served, prompt, opts) -> tuple[str, str, int]:
 
 
 def test_concurrent_requests_get_their_one_at_a_time_outputs(watched):
-    served, shapes, _ = watched
+    served, forwards = watched
     opts = [
         DecodingOptions(max_new_tokens=12, ignore_eos=True),
         DecodingOptions(max_new_tokens=5),
@@ -68,102 +116,135 @@ def test_concurrent_requests_get_their_one_at_a_time_outputs(watched):
         DecodingOptions(max_new_tokens=16),
     ]
     expected = [alone(served, p, o) for p, o in zip(PROMPTS, opts, strict=True)]
-    shapes.clear()
+    forwards.shapes.clear()
+    # the worker may start on the first request at once: it waits before its second forward
+    # until all four are queued, so every request is in the batch by the third step
+    queued = forwards.pause_before(lambda s: len(s) == 2)
 
     async def main():
         gen = ContinuousGenerator(served, max_queue=8, max_batch=8)
-        outs = await asyncio.gather(
-            *(collect(gen.submit(GenRequest([p], o))) for p, o in zip(PROMPTS, opts, strict=True))
-        )
+        events = [gen.submit(GenRequest([p], o)) for p, o in zip(PROMPTS, opts, strict=True)]
+        queued.resume.set()
+        outs = await asyncio.gather(*(collect(e) for e in events))
         gen.stop()
         return outs
 
     outs = asyncio.run(main())
     assert [o[0] for o in outs] == expected
     assert len({t for t, _, _ in expected}) == 4 and all(n > 2 for _, _, n in expected)
-    assert max(b for b, s in shapes if s == 1) > 1  # decode steps really were batched
+    assert (4, 1) in forwards.shapes  # a decode step ran all four requests' rows together
 
 
 def test_a_request_joins_the_running_batch(watched):
-    served, shapes, delay = watched
-    delay[0] = 0.01
+    served, forwards = watched
     long = DecodingOptions(max_new_tokens=40, ignore_eos=True)
     short = DecodingOptions(max_new_tokens=4, ignore_eos=True)
+    expected = alone(served, PROMPTS[1], short)
+    forwards.shapes.clear()
+    decoding = forwards.pause_before(lambda s: len(s) == 2)  # the first request's 1st decode
+    # the first decoding alone again, after steps shared with the second: the second has left
+    left = forwards.pause_before(lambda s: (2, 1) in s and s[-1] == (1, 1))
 
     async def main():
         gen = ContinuousGenerator(served, max_queue=8, max_batch=8)
-        first = gen.submit(GenRequest([PROMPTS[0]], long))
-        await first.__anext__()  # the first request is decoding
-        sizes = []
-        second = await collect(gen.submit(GenRequest([PROMPTS[1]], short)))
-        sizes.append(gen.batch_size)
-        rest = await collect(first)
+        first = asyncio.ensure_future(collect(gen.submit(GenRequest([PROMPTS[0]], long))))
+        await decoding.wait_reached()
+        second = gen.submit(GenRequest([PROMPTS[1]], short))
+        decoding.resume.set()
+        out = await collect(second)
+        await left.wait_reached()
+        size = gen.batch_size
+        left.resume.set()
+        rest = await first
         gen.stop()
-        return second, rest, sizes
+        return out, rest, size
 
-    second, rest, sizes = asyncio.run(main())
-    assert second[0][1:] == ("length", 4) and rest[0][1:] == ("length", 40)
-    assert second[0] == alone(served, PROMPTS[1], short)
-    assert (2, 1) in shapes  # a decode step ran both requests' rows together
-    assert sizes == [1]  # the second left while the first went on
+    second, rest, size = asyncio.run(main())
+    assert second[0] == expected and second[0][1:] == ("length", 4)
+    assert rest[0][1:] == ("length", 40)
+    assert forwards.shapes.count((2, 1)) == 3  # the second's 3 decode steps ran with the first
+    assert size == 1  # the second left while the first went on
 
 
 def test_cancelling_frees_the_slot(watched):
-    served, shapes, delay = watched
-    delay[0] = 0.01
+    served, forwards = watched
     endless = DecodingOptions(max_new_tokens=500, ignore_eos=True)
     quick = DecodingOptions(max_new_tokens=3, ignore_eos=True)
+    decoding = forwards.pause_before(lambda s: len(s) == 2)  # the endless request's 1st decode
+    # one forward later: the worker has seen the second request queued since, and kept it out
+    refused = forwards.pause_before(lambda s: len(s) == 3)
 
     async def main():
         gen = ContinuousGenerator(served, max_queue=8, max_batch=1)
-        first = gen.submit(GenRequest([PROMPTS[0]], endless))
-        await first.__anext__()
+        first = asyncio.ensure_future(collect(gen.submit(GenRequest([PROMPTS[0]], endless))))
+        await decoding.wait_reached()
         waiting = asyncio.ensure_future(collect(gen.submit(GenRequest([PROMPTS[2]], quick))))
-        await asyncio.sleep(0.2)
-        assert not waiting.done()  # no room: max_batch is 1
-        calls = len(shapes)
-        await first.aclose()  # the client left
-        out = await asyncio.wait_for(waiting, 10)
+        decoding.resume.set()
+        await refused.wait_reached()
+        before = list(forwards.shapes)
+        first.cancel()  # the client left
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        refused.resume.set()
+        out = await waiting
         gen.stop()
-        return out, len(shapes) - calls
+        return out, before
 
-    out, calls = asyncio.run(main())
+    out, before = asyncio.run(main())
+    assert before == [(1, 3), (1, 1), (1, 1)]  # no room (max_batch 1): the second only waited
     assert out[0][1:] == ("length", 3)
-    assert calls < 10  # the 500-token request stopped at once: a prefill and 2 decode steps
+    # the 500-token request stopped at once: then only the second's prefill and 2 decode steps
+    assert forwards.shapes[3:] == [(1, 2), (1, 1), (1, 1)]
 
 
-def test_full_queue_answers_429_and_deadlines_504(watched):
-    served, _, delay = watched
-    delay[0] = 0.02
+def test_full_queue_is_refused_and_deadlines_end_requests(watched):
+    served, forwards = watched
     long = DecodingOptions(max_new_tokens=200, ignore_eos=True)
+    clock = FakeClock()
+    decoding = forwards.pause_before(lambda s: len(s) == 2)  # the first request's 1st decode
+    expiring = forwards.pause_before(lambda s: len(s) == 3)  # one forward later
 
     async def main():
-        gen = ContinuousGenerator(served, max_queue=1, max_batch=1)
-        running = gen.submit(GenRequest([PROMPTS[0]], long, timeout=0.6))
-        await running.__anext__()
-        waiting = gen.submit(GenRequest([PROMPTS[1]], long, timeout=0.3))
-        with pytest.raises(APIError) as full:
+        gen = ContinuousGenerator(served, max_queue=1, max_batch=1, clock=clock)
+        request = GenRequest([PROMPTS[0]], long, timeout=100)
+        running = asyncio.ensure_future(collect(gen.submit(request)))
+        await decoding.wait_reached()  # running, so no longer queued: the queue is empty
+        waiting = asyncio.ensure_future(
+            collect(gen.submit(GenRequest([PROMPTS[1]], long, timeout=50)))
+        )
+        with pytest.raises(QueueFull) as full:
             gen.submit(GenRequest([PROMPTS[2]], long))
+        await asyncio.sleep(0)  # the waiting request's client starts listening
+        clock.now = 60  # past the waiting request's deadline, not the running one's
+        decoding.resume.set()
+        await expiring.wait_reached()  # the worker has looked at the waiting request since
+        clock.now = 110  # past the running request's deadline too
+        expiring.resume.set()
         errors = []
-        for events in (waiting, running):
-            with pytest.raises(APIError) as late:
-                await collect(events)
+        for task in (waiting, running):
+            with pytest.raises(DeadlineExceeded) as late:
+                await task
             errors.append(late.value)
-        took = time.monotonic()
-        ok = await collect(gen.submit(GenRequest([PROMPTS[2]], DecodingOptions(max_new_tokens=2))))
+        quick = DecodingOptions(max_new_tokens=2, ignore_eos=True)
+        ok = await collect(gen.submit(GenRequest([PROMPTS[2]], quick)))
         gen.stop()
-        return full.value, errors, ok, time.monotonic() - took
+        return full.value, errors, ok
 
-    full, errors, ok, took = asyncio.run(main())
-    assert (
-        full.status == 429 and full.code == "queue_full" and int(full.headers["Retry-After"]) >= 1
-    )
-    assert [e.status for e in errors] == [504, 504] and all(e.code == "timeout" for e in errors)
-    assert 0 in ok and took < 2  # the expired requests left the batch: the next one runs
+    full, errors, ok = asyncio.run(main())
+    assert full.retry_after >= 1
+    http = api_error(full)  # what the client sees
+    assert http.status == 429 and http.code == "queue_full"
+    assert int(http.headers["Retry-After"]) >= 1
+    assert [e.timeout for e in errors] == [50, 100]
+    assert [(api_error(e).status, api_error(e).code) for e in errors] == [(504, "timeout")] * 2
+    assert ok[0][1:] == ("length", 2)
+    # the waiting request never ran (no (1, 6) prefill) and the running one stopped at its
+    # deadline: after that, only the next request's prefill and its one decode step
+    assert forwards.shapes == [(1, 3), (1, 1), (1, 1), (1, 2), (1, 1)]
 
 
 def test_beam_and_seeded_sampling_run_alone_and_reproduce(watched):
-    served, _, _ = watched
+    served, _ = watched
     beam = DecodingOptions(max_new_tokens=6, num_beams=3, num_return_sequences=2)
     seeded = DecodingOptions(
         max_new_tokens=8, do_sample=True, temperature=1.5, num_return_sequences=2, seed=11
@@ -192,24 +273,27 @@ def test_beam_and_seeded_sampling_run_alone_and_reproduce(watched):
 
 
 def test_stop_lets_running_requests_finish_then_refuses(watched):
-    served, _, delay = watched
-    delay[0] = 0.01
+    served, forwards = watched
     opts = DecodingOptions(max_new_tokens=20, ignore_eos=True)
+    decoding = forwards.pause_before(lambda s: len(s) == 2)  # the request's 1st decode
 
     async def main():
         gen = ContinuousGenerator(served, max_queue=8, max_batch=8)
-        events = gen.submit(GenRequest([PROMPTS[0]], opts))
-        first = await events.__anext__()
-        stopping = asyncio.ensure_future(asyncio.to_thread(gen.stop))
-        rest = await collect(events)
-        await stopping
-        with pytest.raises(APIError) as refused:
+        events = asyncio.ensure_future(collect(gen.submit(GenRequest([PROMPTS[0]], opts))))
+        await decoding.wait_reached()
+        gen.stop(timeout=0)  # stopping now, with the request running (not waiting for it here)
+        with pytest.raises(ShuttingDown) as refused:
             gen.submit(GenRequest([PROMPTS[0]], opts))
-        return first, rest, refused.value
+        decoding.resume.set()
+        rest = await events
+        await asyncio.to_thread(gen.stop)  # the worker ends once nothing runs
+        return rest, refused.value
 
-    first, rest, refused = asyncio.run(main())
-    assert rest[0][1:] == ("length", 20)
-    assert refused.status == 503 and refused.code == "shutting_down"
+    rest, refused = asyncio.run(main())
+    assert rest[0][1:] == ("length", 20)  # all 20 tokens, though stop came at the 2nd
+    http = api_error(refused)
+    assert http.status == 503 and http.code == "shutting_down"
+    assert http.headers["Retry-After"] == "5"
 
 
 def test_the_server_batches_by_default_and_serial_on_request(served_decoder, client_for):

@@ -13,13 +13,13 @@ from torch import nn
 
 from tests.conftest import FAMILIES, toy_examples
 from tunelab.errors import TunelabError
-from tunelab.runs.marker import MARKER_FILE
 from tunelab.models.load import load_classifier
-from tunelab.runs.save import TRAINED_FILE, save_model_files
+from tunelab.runs.marker import MARKER_FILE
 from tunelab.runs.open import open_classifier
+from tunelab.runs.save import TRAINED_FILE, save_model_files
 from tunelab.strategies import get_strategy
-from tunelab.strategies.options import AdapterOptions
 from tunelab.strategies.adapter import adapters
+from tunelab.strategies.options import AdapterOptions
 from tunelab.tasks.classification import encode_examples, make_collate
 
 LABELS = ["money", "sport", "tech"]

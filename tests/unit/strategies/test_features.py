@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from tests.conftest import FAMILIES, distinct_features, toy_examples
-from tunelab.training.options import TrainOptions
 from tunelab.models.families import HEAD_NAMES
 from tunelab.models.load import load_classifier
 from tunelab.strategies import get_strategy
-from tunelab.strategies.options import FeaturesOptions
 from tunelab.strategies.features import collate_features, extract, head_only, train_view
+from tunelab.strategies.options import FeaturesOptions
 from tunelab.tasks.classification import encode_examples, evaluate, make_collate
 from tunelab.training.loop import train
+from tunelab.training.options import TrainOptions
 
 LABELS = ["money", "sport", "tech"]
 

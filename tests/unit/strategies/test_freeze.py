@@ -10,15 +10,15 @@ import torch
 
 from tests.conftest import toy_examples
 from tunelab.errors import TunelabError
-from tunelab.runs.marker import MARKER_FILE
 from tunelab.models.load import load_classifier
+from tunelab.runs.marker import MARKER_FILE
 from tunelab.runs.open import open_classifier
 from tunelab.runs.save import save_model_files
-from tunelab.strategies import STRATEGIES
+from tunelab.strategies import get_strategy
 from tunelab.tasks.classification import encode_examples, make_collate
 
 LABELS = ["money", "sport", "tech"]
-FREEZE = STRATEGIES["freeze"]
+FREEZE = get_strategy("freeze")
 
 
 def build(tiny_models, family: str, **options):

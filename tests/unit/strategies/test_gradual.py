@@ -12,16 +12,16 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from tests.conftest import FAMILIES, toy_examples
-from tunelab.training.options import TrainOptions
 from tunelab.errors import TunelabError
 from tunelab.models.load import load_classifier
-from tunelab.strategies import STRATEGIES
+from tunelab.strategies import get_strategy
 from tunelab.strategies.layers import layer_groups
 from tunelab.tasks.classification import encode_examples, make_collate
 from tunelab.training.loop import train
+from tunelab.training.options import TrainOptions
 
 LABELS = ["money", "sport", "tech"]
-GRADUAL = STRATEGIES["gradual"]
+GRADUAL = get_strategy("gradual")
 BERT_ORDER = ["head", "encoder.1", "encoder.0", "embeddings"]
 """The tiny BERT's groups in the order they start training."""
 

@@ -18,10 +18,10 @@ import torch
 from tests.conftest import FAMILIES, distinct_features, toy_examples
 from tunelab.errors import TunelabError
 from tunelab.models.families import HEAD_NAMES
-from tunelab.runs.marker import MARKER_FILE
 from tunelab.models.load import load_classifier
-from tunelab.runs.save import TRAINED_FILE, save_model_files
+from tunelab.runs.marker import MARKER_FILE
 from tunelab.runs.open import open_classifier
+from tunelab.runs.save import TRAINED_FILE, save_model_files
 from tunelab.strategies import STRATEGIES, get_strategy
 from tunelab.tasks.classification import encode_examples, make_collate
 
@@ -238,7 +238,7 @@ def test_save_and_load_give_identical_logits(strategy, family, tiny_models, tmp_
         tok.save_pretrained(base)
     _write_marker(plain, strategy, base, kind)
     loaded, _, marker = open_classifier(plain)
-    assert marker["labels"] == LABELS
+    assert marker.labels == LABELS
     got = _eval_out(loaded, batch).logits
     assert torch.allclose(got, ref, atol=1e-5), (got - ref).abs().max()
 

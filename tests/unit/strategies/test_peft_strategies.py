@@ -13,16 +13,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import toy_examples
-from tunelab.training.options import TrainOptions
 from tunelab.errors import TunelabError
 from tunelab.models.load import load_classifier
-from tunelab.strategies import STRATEGIES, get_strategy
-from tunelab.strategies.options import AdaLoraOptions
+from tunelab.strategies import get_strategy
 from tunelab.strategies.adalora import orthogonal_penalty, schedule
 from tunelab.strategies.ia3 import default_modules
+from tunelab.strategies.options import AdaLoraOptions
 from tunelab.strategies.peft_common import prepare_loaded
 from tunelab.tasks.classification import encode_examples, make_collate
 from tunelab.training.loop import train
+from tunelab.training.options import TrainOptions
 
 LABELS = ["money", "sport", "tech"]
 

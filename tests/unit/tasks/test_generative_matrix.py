@@ -13,12 +13,12 @@ import torch
 
 from tests.conftest import build_tokenizer, tiny_config
 from tunelab.errors import TunelabError
-from tunelab.tasks.generative import load_base
 from tunelab.runs.marker import MARKER_FILE
-from tunelab.models.load import load_lm
+from tunelab.runs.open import open_lm
 from tunelab.runs.save import TRAINED_FILE, save_model_files
 from tunelab.strategies import STRATEGIES, get_strategy
 from tunelab.tasks import causal_lm, seq2seq
+from tunelab.tasks.generative import load_base
 
 TASKS = {"causal_lm": "decoder", "seq2seq": "encoder-decoder"}
 
@@ -169,7 +169,7 @@ def test_save_then_load_lm_gives_identical_logits(strategy, task, tiny_lms, tmp_
         assert kind == "partial" and (run / TRAINED_FILE).is_file()
     else:
         assert kind == "adapter"
-    loaded = load_lm(str(run))
+    loaded, _ = open_lm(str(run))
     assert not loaded.model.training
     with torch.no_grad():
         got = loaded.model(**batch).logits

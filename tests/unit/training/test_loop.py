@@ -19,10 +19,10 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from tests.conftest import toy_examples
-from tunelab.training.options import TrainOptions
 from tunelab.errors import TunelabError
 from tunelab.training.checkpoint import trainable_state
 from tunelab.training.loop import LoopResult, train
+from tunelab.training.options import TrainOptions
 from tunelab.training.state import LoopState
 
 LABELS = ["money", "sport", "tech"]

@@ -19,9 +19,9 @@ import torch
 
 from tunelab import api
 from tunelab.decoding import DecodingOptions, generate
-from tunelab.generative import load_pair_splits
-from tunelab.models import load_lm
+from tunelab.models.load import load_lm
 from tunelab.tasks.causal_lm import prompt_text
+from tunelab.tasks.generative import load_pair_splits
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parent.parent / "configs" / "dialog-smollm2.yaml"
@@ -88,7 +88,7 @@ def main() -> None:
         t0 = time.time()
         run = api.finetune(cfg).run_dir
         print(f"trained in {time.time() - t0:.0f} s: {run}")
-    test = load_pair_splits(cfg, quiet=True)["test"]
+    test = load_pair_splits(cfg.data, cfg.train.seed, quiet=True)["test"]
     held, seen = [], set()
     for p in test:  # one row per question (a question may have several reference answers)
         if p["prompt"] not in seen:

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from tunelab.models import load_lm
+from tunelab.models.load import load_lm
 
 PROMPTS = [
     "President Trump said on Tuesday that",

@@ -20,6 +20,7 @@ import torch
 from tunelab import api
 from tunelab.decoding import DecodingOptions, generate
 from tunelab.models.load import load_lm
+from tunelab.runs.open import open_lm
 from tunelab.tasks.causal_lm import prompt_text
 from tunelab.tasks.generative import load_pair_splits
 
@@ -100,7 +101,7 @@ def main() -> None:
     base = load_lm("smollm2-135m")
     before = answer(base.model, base.tokenizer, held)
     del base
-    tuned = load_lm(str(run))
+    tuned, _ = open_lm(str(run))
     model = tuned.model
     if hasattr(model, "merge_and_unload"):  # the same weights, as one plain model
         model = model.merge_and_unload()

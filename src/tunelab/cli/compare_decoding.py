@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
+from tunelab.cli.flags import add_chat_template_flag, chat_template
 from tunelab.config.parse import field_docs
 
 
@@ -35,9 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help=docs["batch_size"])
     p.add_argument("--template", default="{prompt}", help=docs["template"])
     p.add_argument("--max-prompt-words", type=int, default=0, help=docs["max_prompt_words"])
-    p.add_argument(
-        "--chat-template", choices=("auto", "on", "off"), default="auto", help=docs["chat_template"]
-    )
+    add_chat_template_flag(p, docs["chat_template"])
     p.add_argument("--seed", type=int, default=0, help=docs["seed"])
     p.add_argument("--prompt-column", default="prompt", help=docs["prompt_column"])
     p.add_argument("--response-column", default="response", help=docs["response_column"])
@@ -48,21 +48,10 @@ def run(a: argparse.Namespace) -> None:
     from tunelab.config.compare_decoding import CompareDecodingConfig
     from tunelab.recipes.compare_decoding import markdown_table
 
-    cfg = CompareDecodingConfig(
-        model=a.model,
-        data=a.data,
-        out=a.out,
-        strategies=[s.strip() for s in a.strategies.split(",") if s.strip()],
-        limit=a.limit,
-        max_new_tokens=a.max_new_tokens,
-        batch_size=a.batch_size,
-        template=a.template,
-        max_prompt_words=a.max_prompt_words,
-        chat_template={"auto": None, "on": True, "off": False}[a.chat_template],
-        seed=a.seed,
-        prompt_column=a.prompt_column,
-        response_column=a.response_column,
-    )
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(CompareDecodingConfig)}
+    values["strategies"] = [s.strip() for s in a.strategies.split(",") if s.strip()]
+    values["chat_template"] = chat_template(a)
+    cfg = CompareDecodingConfig(**values)
     report, rows = api.compare_decoding(cfg)
     print("\n" + markdown_table(rows))
     print(f"report in {report / 'report.md'}")

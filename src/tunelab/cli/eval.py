@@ -7,7 +7,7 @@ import argparse
 import json
 
 from tunelab.cli.decoding import add_decoding_flags, decoding_options
-from tunelab.cli.flags import write_output
+from tunelab.cli.flags import add_chat_template_flag, chat_template, write_output
 
 
 def add_parser(sub) -> None:
@@ -30,11 +30,8 @@ def add_parser(sub) -> None:
         "--response-column", default="response", help="reference column (default: response)"
     )
     g.add_argument("--limit", type=int, help="evaluate only the first N pairs")
-    g.add_argument(
-        "--chat-template",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="prompts in the chat template (auto: the run's setting, else if there is one)",
+    add_chat_template_flag(
+        g, "prompts in the chat template (auto: the run's setting, else if there is one)"
     )
     add_decoding_flags(p, "decoding options of generative eval (default: greedy)")
 
@@ -51,7 +48,7 @@ def run(a: argparse.Namespace) -> None:
             limit=a.limit,
             prompt_column=a.prompt_column,
             response_column=a.response_column,
-            chat_template={"auto": None, "on": True, "off": False}[a.chat_template],
+            chat_template=chat_template(a),
         )
         print(api.format_generation_report(m))
     else:

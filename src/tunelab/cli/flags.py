@@ -88,6 +88,21 @@ def add_option_sections(p: argparse.ArgumentParser, sections: dict, title: str) 
             add_section(p, name, info.options, f"{name} strategy: {name}: {info.summary}")
 
 
+CHAT_TEMPLATE = {"auto": None, "on": True, "off": False}
+"""--chat-template choices -> the value the recipes take (None: the run's own setting)."""
+
+
+def add_chat_template_flag(group, help_text: str) -> None:
+    """--chat-template auto|on|off (read it back with `chat_template(args)`)."""
+    group.add_argument(
+        "--chat-template", choices=tuple(CHAT_TEMPLATE), default="auto", help=help_text
+    )
+
+
+def chat_template(args: argparse.Namespace) -> bool | None:
+    return CHAT_TEMPLATE[args.chat_template]
+
+
 def write_output(path: str | Path, text: str, flag: str) -> None:
     """Write `text` to the file a user named with `flag`, atomically, or a one-line error."""
     from tunelab.runs.workdir import write_text

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from tunelab.cli.flags import ALIASES
+
 SHORT = {
     "--objective": "pretrain.objective",
     "--corpus": "corpus.source",
@@ -16,12 +18,9 @@ SHORT = {
     "--vocab-size": "pretrain.vocab_size",
     "--seq-len": "pretrain.seq_len",
     "--max-steps": "train.max_steps",
-    "--epochs": "train.epochs",
-    "--lr": "train.lr",
     "--batch-size": "train.batch_size",
-    "--seed": "train.seed",
-    "--output": "run.output_dir",
-    "--name": "run.name",
+    # the train and run short forms finetune has too (--epochs, --lr, --seed, --output, --name)
+    **{k: v for k, v in ALIASES.items() if v.startswith(("train.", "run."))},
 }
 SWITCHES = {"--resume": "run.resume", "--whole-word-mask": "pretrain.whole_word_mask"}
 

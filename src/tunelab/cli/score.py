@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from tunelab.cli.flags import write_output
+from tunelab.cli.flags import add_chat_template_flag, chat_template, write_output
 from tunelab.errors import TunelabError
 
 
@@ -42,11 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt-column", default="prompt", help="prompt column of --data")
     p.add_argument("--response-column", default="response", help="response column of --data")
     p.add_argument("--limit", type=int, help="score only the first N pairs of --data")
-    p.add_argument(
-        "--chat-template",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="--data prompts in the chat template (auto: a run's setting, else if the "
+    add_chat_template_flag(
+        p,
+        "--data prompts in the chat template (auto: a run's setting, else if the "
         "tokenizer has one)",
     )
     p.add_argument("--window", type=int, help="sliding-window size in tokens (decoders)")
@@ -78,7 +76,7 @@ def run(a: argparse.Namespace) -> None:
         prompt_column=a.prompt_column,
         response_column=a.response_column,
         limit=a.limit,
-        chat_template={"auto": None, "on": True, "off": False}[a.chat_template],
+        chat_template=chat_template(a),
         batch_size=a.batch_size,
         window=a.window,
         stride=a.stride,

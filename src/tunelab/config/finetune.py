@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.config.parse import read_yaml, update_dataclass
+from tunelab.config.parse import read_yaml, sections_dict, update_dataclass
 from tunelab.data.options import DataOptions
 from tunelab.errors import TunelabError
 from tunelab.models.options import ModelOptions
@@ -39,7 +39,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict in the YAML layout (strategy options under the strategy's name)."""
-        out = {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+        out = sections_dict(self, SECTIONS)
         out["strategy"] = self.strategy
         out[self.strategy] = dict(self.strategy_options)
         out["task"] = self.task

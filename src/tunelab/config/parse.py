@@ -127,3 +127,8 @@ def saved_overrides(saved: dict[str, Any]) -> dict[str, Any]:
     return {
         f"{s}.{k}": v for s, sec in saved.items() if isinstance(sec, dict) for k, v in sec.items()
     }
+
+
+def sections_dict(config: Any, sections: typing.Iterable[str]) -> dict[str, Any]:
+    """The named option sections of a config as plain dicts, in the YAML layout."""
+    return {s: dataclasses.asdict(getattr(config, s)) for s in sections}

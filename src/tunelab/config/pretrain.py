@@ -7,12 +7,11 @@ cfg = build_pretrain_config(overrides={"pretrain.objective": "mlm"})
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.config.parse import read_yaml, update_dataclass
+from tunelab.config.parse import read_yaml, sections_dict, update_dataclass
 from tunelab.errors import TunelabError
 from tunelab.objectives.options import (
     FAMILIES,
@@ -34,7 +33,7 @@ class PretrainConfig:
     run: RunOptions = field(default_factory=RunOptions)
 
     def to_dict(self) -> dict[str, Any]:
-        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+        return sections_dict(self, SECTIONS)
 
 
 SECTIONS: dict[str, type] = {

@@ -53,12 +53,19 @@ def plot_curves(log_path: Path, out_png: Path, metric: str) -> Path | None:
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, loc="center right")
     ax.set_title(f"training curve ({log_path.parent.name.strip('.').removesuffix('.partial')})")
+    return save_figure(fig, out_png)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out `fig`, write it to `path` atomically (a temp file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    tmp = out_png.with_name(out_png.name + ".tmp.png")
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    tmp.replace(path)
+    return path
 
 
 def plot_tradeoffs(rows: list[dict], folder: Path) -> list[Path]:
@@ -92,9 +99,5 @@ def plot_tradeoffs(rows: list[dict], folder: Path) -> list[Path]:
         ax.set_ylabel("test macro-F1")
         ax.grid(True, alpha=0.3)
         ax.set_title(f"macro-F1 vs {xlabel.split(' (')[0]}")
-        fig.tight_layout()
-        path = folder / name
-        fig.savefig(path)
-        plt.close(fig)
-        out.append(path)
+        out.append(save_figure(fig, folder / name))
     return out

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tunelab.config.compare import CompareConfig, load_compare_config
+from tunelab.config.compare import CompareConfig
 from tunelab.config.parse import saved_overrides
 from tunelab.errors import TunelabError
 

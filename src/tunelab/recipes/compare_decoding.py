@@ -254,6 +254,8 @@ def plot_quality_vs_speed(rows: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tunelab.evaluation.plots import save_figure
+
     panels = [("bleu", "BLEU"), ("chrf", "chrF"), ("rougeL", "ROUGE-L F")]
     fig, axes = plt.subplots(1, len(panels), figsize=(13, 4.2), dpi=110)
     for ax, (key, label) in zip(axes, panels, strict=True):
@@ -272,12 +274,7 @@ def plot_quality_vs_speed(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.set_title(f"{label} vs speed")
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(

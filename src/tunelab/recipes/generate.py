@@ -17,10 +17,16 @@ def _check(prompts: list[str]) -> None:
             raise TunelabError(f"prompt {i} is empty: give every prompt some text")
 
 
-def _inputs(tok, prompts: list[str], chat: bool, system: str | None) -> list[str]:
-    from tunelab.decoding import chat_prompt
+def _prepare(model_or_run: str, prompts: list[str], options, chat: bool, system: str | None):
+    """(loaded model, what it reads for each prompt, decoding options)."""
+    from tunelab.decoding import DecodingOptions, chat_prompt
+    from tunelab.runs.open import open_lm
 
-    return [chat_prompt(tok, p, system) for p in prompts] if chat else prompts
+    _check(prompts)
+    loaded, _ = open_lm(model_or_run)
+    tok = loaded.tokenizer
+    inputs = [chat_prompt(tok, p, system) for p in prompts] if chat else prompts
+    return loaded, inputs, options or DecodingOptions()
 
 
 def generate(
@@ -38,16 +44,11 @@ def generate(
     Raises:
         TunelabError: no or empty prompts, a bad batch size, a model that cannot generate.
     """
-    from tunelab.decoding import DecodingOptions
     from tunelab.decoding import generate as decode
-    from tunelab.runs.open import open_lm
 
     if batch_size < 1:
         raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
-    _check(prompts)
-    loaded, _ = open_lm(model_or_run)
-    inputs = _inputs(loaded.tokenizer, prompts, chat, system)
-    opts = options or DecodingOptions()
+    loaded, inputs, opts = _prepare(model_or_run, prompts, options, chat, system)
     return decode(
         loaded.model, loaded.tokenizer, inputs, opts, batch_size=batch_size, show_progress=progress
     )
@@ -62,14 +63,9 @@ def stream(
 ) -> Iterator[tuple[int, str]]:
     """(prompt index, text piece) as the tokens of each prompt's continuation are decoded;
     each prompt starts with an empty piece."""
-    from tunelab.decoding import DecodingOptions
     from tunelab.decoding import stream as decode_stream
-    from tunelab.runs.open import open_lm
 
-    _check(prompts)
-    loaded, _ = open_lm(model_or_run)
-    inputs = _inputs(loaded.tokenizer, prompts, chat, system)
-    opts = options or DecodingOptions()
+    loaded, inputs, opts = _prepare(model_or_run, prompts, options, chat, system)
     for i, text in enumerate(inputs):
         yield i, ""  # a prompt starts (its continuation may be empty)
         for piece in decode_stream(loaded.model, loaded.tokenizer, text, opts):

@@ -98,12 +98,12 @@ def load_served(source: str, name: str | None = None) -> Served:
 
     from tunelab.models.families import detect_family
     from tunelab.models.sources import resolve_source
-    from tunelab.runs.marker import MARKER_FILE, read_marker
+    from tunelab.runs.marker import find_marker
 
     path = Path(source).expanduser()
     name = name or (path.name if path.exists() else source)
-    if (path / MARKER_FILE).is_file():
-        marker = read_marker(path)
+    marker = find_marker(path)
+    if marker is not None:
         require_safetensors(path)
         if not (path / "config.json").is_file() and marker.base_model:
             require_safetensors(resolve_source(marker.base_model, marker.gguf_file))
@@ -216,12 +216,12 @@ def check_source(source: str) -> None:
         TunelabError: a missing path, a folder that is not a model, or pickle-only weights.
     """
     from tunelab.defaults import EMBEDDED_MODELS
-    from tunelab.runs.marker import MARKER_FILE, read_marker
+    from tunelab.runs.marker import MARKER_FILE, is_run, read_marker
 
     path = Path(source).expanduser()
     if source in EMBEDDED_MODELS and not path.exists():
         return
-    if path.is_dir() and (path / MARKER_FILE).is_file():
+    if path.is_dir() and is_run(path):
         read_marker(path)
         require_safetensors(path)
         return

@@ -1,0 +1,117 @@
+"""Open any run folder (or plain model) for any verb and the server.
+
+- `open_classifier(run)`: a classification run, whatever it holds (full weights, trained
+  tensors over its base, a peft adapter over its base).
+- `open_lm(name)`: a language model for generation and scoring: an embedded name, a model
+  folder, a GGUF file, or a generative run folder (full, trained tensors or adapter).
+- `apply_trained`: a base model with a run's strategy re-applied and its trained tensors in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tunelab.errors import TunelabError
+from tunelab.models.load import Loaded
+from tunelab.runs.marker import RunMarker, find_marker, read_marker
+from tunelab.runs.save import TRAINED_FILE
+
+
+def _no_weights(run: Path) -> TunelabError:
+    return TunelabError(f"{run} has no weights (config.json or adapter_config.json): rerun it")
+
+
+def _adapter(run: Path, base: nn.Module) -> nn.Module:
+    from peft import PeftModel
+
+    from tunelab.strategies.peft_common import prepare_loaded
+
+    return prepare_loaded(PeftModel.from_pretrained(base, run))
+
+
+def apply_trained(run: Path, marker: RunMarker, base: nn.Module, family: str) -> nn.Module:
+    """`base` with the run's strategy re-applied and the run's trained tensors copied in (runs
+    whose weights are `trained.safetensors`: strategies that train part of a plain model)."""
+    from safetensors.torch import load_file
+
+    from tunelab.strategies import get_strategy
+    from tunelab.training.checkpoint import load_trainable
+
+    strategy = get_strategy(marker.strategy or "full")
+    model = strategy.build(base, marker.strategy_options, family, 1)
+    try:
+        load_trainable(model, load_file(str(run / TRAINED_FILE)))
+    except RuntimeError as exc:
+        raise TunelabError(
+            f"{run / TRAINED_FILE} does not fit {marker.base_model} with strategy "
+            f"{marker.strategy} ({exc}): was the base model changed since the run?"
+        ) from None
+    return model
+
+
+def open_classifier(run_dir: str | Path) -> tuple[nn.Module, object, RunMarker]:
+    """(model, tokenizer, marker) of a finished classification run, ready for inference."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tunelab.models.load import load_classifier
+    from tunelab.models.sources import load_tokenizer
+
+    run = Path(run_dir).expanduser()
+    marker = read_marker(run)
+    if marker.task != "classification":
+        raise TunelabError(f"{run} is a {marker.task} run: this verb needs a classifier")
+    if (run / "config.json").is_file():
+        model = AutoModelForSequenceClassification.from_pretrained(run)
+        return model.eval(), load_tokenizer(str(run)), marker
+    if not (run / TRAINED_FILE).is_file() and not (run / "adapter_config.json").is_file():
+        raise _no_weights(run)
+    base = load_classifier(marker.base_model, marker.labels or [], marker.gguf_file)
+    if (run / TRAINED_FILE).is_file():
+        model = apply_trained(run, marker, base.model, base.family)
+    else:
+        model = _adapter(run, base.model)
+    return model.eval(), load_tokenizer(str(run)), marker
+
+
+def open_generative_run(run: Path, marker: RunMarker, dtype: torch.dtype = torch.float32) -> Loaded:
+    """A generative run folder that holds no full weights, ready for generation: its base
+    model with the trained tensors copied in (`partial`) or its peft adapter (`adapter`)."""
+    from tunelab.models.sources import load_tokenizer
+    from tunelab.tasks.generative import load_base
+
+    base = load_base(marker.base_model, marker.task, marker.gguf_file, dtype)
+    tok = load_tokenizer(str(run))
+    if (run / TRAINED_FILE).is_file():
+        model = apply_trained(run, marker, base.model, base.family)
+    elif (run / "adapter_config.json").is_file():
+        model = _adapter(run, base.model)
+    else:
+        raise _no_weights(run)
+    return Loaded(model.eval(), tok, base.family, str(run))
+
+
+def open_lm(name: str, dtype: torch.dtype = torch.float32) -> tuple[Loaded, RunMarker | None]:
+    """(language model, the run's marker or None) for any model name or generative run folder.
+
+    Raises:
+        TunelabError: unknown name, an encoder model, a classification run, or bad weights.
+    """
+    from tunelab.models.load import load_lm
+
+    marker = find_marker(name)
+    path = Path(name).expanduser()
+    if marker is not None and marker.generative and not (path / "config.json").is_file():
+        return open_generative_run(path, marker, dtype), marker
+    return load_lm(name, dtype=dtype), marker
+
+
+def run_prompts(pairs, loaded: Loaded, marker: RunMarker | None, chat_template: bool | None):
+    """The prompts of `pairs` as the run (or plain model) `loaded` should read them."""
+    from tunelab.tasks.generative import format_prompts
+
+    trained = bool(marker.chat_template) if marker is not None else None
+    sep = marker.extra.get("separator", "\n") if marker is not None else "\n"
+    return format_prompts(pairs, loaded.tokenizer, loaded.family, trained, chat_template, sep)

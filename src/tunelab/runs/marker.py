@@ -61,6 +61,9 @@ class RunMarker:
     tokenizer: str | None = None
     vocab_size: int | None = None
     seq_len: int | None = None
+    compression: dict[str, Any] | None = None
+    """A compressed run (tunelab compress): the method spec, what it needs to rebuild the model
+    (e.g. a quantization scheme, a pruned-heads plan) and the run it came from."""
     tunelab_version: str = __version__
     finished: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +81,8 @@ class RunMarker:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the file: this task's fields, the version stamp, unknown keys."""
         keep = TASK_FIELDS.get(self.task, _COMMON) | {"tunelab_version", "finished"}
+        if self.compression is not None:
+            keep = keep | {"compression"}
         out = {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
         return {**out, **self.extra}
 

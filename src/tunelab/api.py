@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from tunelab.config.compare import CompareConfig, load_compare_config
 from tunelab.config.compare_decoding import CompareDecodingConfig
+from tunelab.config.compress import CompressOptions, build_compress_config
 from tunelab.config.finetune import Config, build_config
 from tunelab.config.pretrain import PretrainConfig, build_pretrain_config
 from tunelab.recipes.compare import compare
 from tunelab.recipes.compare_decoding import compare_decoding
+from tunelab.recipes.compress import compress
 from tunelab.recipes.evaluate import (
     evaluate_generative,
     evaluate_run,
@@ -35,15 +37,18 @@ from tunelab.serve.server import serve
 __all__ = [
     "CompareConfig",
     "CompareDecodingConfig",
+    "CompressOptions",
     "Config",
     "FinetuneResult",
     "PretrainConfig",
     "PretrainResult",
     "Scored",
+    "build_compress_config",
     "build_config",
     "build_pretrain_config",
     "compare",
     "compare_decoding",
+    "compress",
     "convert_model",
     "evaluate_generative",
     "evaluate_run",

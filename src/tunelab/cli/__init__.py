@@ -17,6 +17,7 @@ from tunelab.errors import TunelabError
 VERBS: dict[str, str] = {
     "finetune": "tunelab.cli.finetune",
     "compare": "tunelab.cli.compare",
+    "compress": "tunelab.cli.compress",
     "pretrain": "tunelab.cli.pretrain",
     "score": "tunelab.cli.score",
     "compare-decoding": "tunelab.cli.compare_decoding",

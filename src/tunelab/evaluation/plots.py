@@ -71,24 +71,40 @@ def save_figure(fig, path: Path) -> Path:
 def plot_tradeoffs(rows: list[dict], folder: Path) -> list[Path]:
     """Two scatter plots of a strategy comparison: macro-F1 against trainable parameters (log
     x) and against training time, each point labelled with its strategy. Returns the PNGs."""
+    axes_spec = [
+        ("trainable_params", "trainable parameters (log scale)", True, "tradeoff-params.png"),
+        ("train_seconds", "training wall time (s)", False, "tradeoff-time.png"),
+    ]
+    return plot_scatter(rows, folder, "strategy", "macro_f1", "test macro-F1", axes_spec)
+
+
+def plot_scatter(
+    rows: list[dict],
+    folder: Path,
+    label_key: str,
+    y_key: str,
+    y_label: str,
+    axes_spec: list[tuple[str, str, bool, str]],
+) -> list[Path]:
+    """One labelled scatter plot per (x key, x label, log x, file name) of `axes_spec`: `y_key`
+    against that x for every row that has both, each point labelled with row[label_key]."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = []
-    axes_spec = [
-        ("trainable_params", "trainable parameters (log scale)", True, "tradeoff-params.png"),
-        ("train_seconds", "training wall time (s)", False, "tradeoff-time.png"),
-    ]
     for key, xlabel, logx, name in axes_spec:
+        shown = [r for r in rows if r.get(key) is not None and r.get(y_key) is not None]
+        if not shown:
+            continue
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-        for i, r in enumerate(sorted(rows, key=lambda r: r[key])):
-            ax.scatter(r[key], r["macro_f1"], s=36)
+        for i, r in enumerate(sorted(shown, key=lambda r: r[key])):
+            ax.scatter(r[key], r[y_key], s=36)
             # neighbours alternate above / below their point so close labels do not overlap
             ax.annotate(
-                r["strategy"],
-                (r[key], r["macro_f1"]),
+                r[label_key],
+                (r[key], r[y_key]),
                 textcoords="offset points",
                 xytext=(5, 5 if i % 2 == 0 else -12),
                 fontsize=9,
@@ -96,8 +112,8 @@ def plot_tradeoffs(rows: list[dict], folder: Path) -> list[Path]:
         if logx:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test macro-F1")
+        ax.set_ylabel(y_label)
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"macro-F1 vs {xlabel.split(' (')[0]}")
+        ax.set_title(f"{y_label} vs {xlabel.split(' (')[0]}")
         out.append(save_figure(fig, folder / name))
     return out

@@ -63,6 +63,10 @@ def open_classifier(run_dir: str | Path) -> tuple[nn.Module, object, RunMarker]:
     marker = read_marker(run)
     if marker.task != "classification":
         raise TunelabError(f"{run} is a {marker.task} run: this verb needs a classifier")
+    if marker.compression is not None:
+        from tunelab.runs.compressed import open_compressed
+
+        return open_compressed(run, marker), load_tokenizer(str(run)), marker
     if (run / "config.json").is_file():
         model = AutoModelForSequenceClassification.from_pretrained(run)
         return model.eval(), load_tokenizer(str(run)), marker
@@ -103,6 +107,16 @@ def open_lm(name: str, dtype: torch.dtype = torch.float32) -> tuple[Loaded, RunM
 
     marker = find_marker(name)
     path = Path(name).expanduser()
+    if marker is not None and marker.compression is not None and marker.weights == "gguf":
+        return load_lm(str(path / "model.gguf"), dtype=dtype), marker
+    if marker is not None and marker.compression is not None:
+        from tunelab.models.sources import load_tokenizer
+        from tunelab.runs.compressed import open_compressed
+
+        model = open_compressed(path, marker)
+        return Loaded(
+            model, load_tokenizer(str(path)), marker.family or "decoder", str(path)
+        ), marker
     if marker is not None and marker.generative and not (path / "config.json").is_file():
         return open_generative_run(path, marker, dtype), marker
     return load_lm(name, dtype=dtype), marker

@@ -1,0 +1,143 @@
+"""Measuring a run as `tunelab compress` reports it: quality on the run's own test split, size
+on disk, parameters, latency at batch 1 and throughput at batch 32 (tokens/s for language
+models), and the peak memory of the process that loaded and ran it (each method is measured
+in a fresh process, so the figure is its own)."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.config.compress import CompressOptions
+from tunelab.recipes.compress_source import Source
+
+WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".gguf", ".onnx.data", ".data")
+
+
+def weight_bytes(run: Path) -> int:
+    """Bytes of the weight files of a run folder (safetensors, ONNX and its data, GGUF)."""
+    return sum(
+        p.stat().st_size
+        for p in run.rglob("*")
+        if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) and "training" not in p.parts
+    )
+
+
+def peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _params(model) -> int | None:
+    try:
+        return sum(p.numel() for p in model.parameters() if p.dim() > 0) or None
+    except (AttributeError, TypeError):
+        return None
+
+
+@torch.inference_mode()
+def _classifier_speed(model, tok, texts: list[str], max_length: int) -> dict[str, float]:
+    """Median ms per example at batch 1 (after 3 warm-up calls) and examples/s at batch 32."""
+    from tunelab.tasks.classification import autocast_for
+
+    def enc(batch: list[str]) -> dict[str, torch.Tensor]:
+        return dict(
+            tok(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        )
+
+    times = []
+    with autocast_for(model) if isinstance(model, torch.nn.Module) else _null():
+        for i, text in enumerate(texts):
+            batch = enc([text])
+            if i < 3:
+                model(**batch)
+            t0 = time.perf_counter()
+            model(**batch)
+            times.append((time.perf_counter() - t0) * 1000)
+        big = (texts * (1 + 64 // max(1, len(texts))))[:64]
+        batches = [enc(big[i : i + 32]) for i in range(0, len(big), 32)]
+        model(**batches[0])
+        t0 = time.perf_counter()
+        for b in batches:
+            model(**b)
+        seconds = time.perf_counter() - t0
+    return {
+        "latency_ms_b1": round(statistics.median(times), 2),
+        "latency_ms_b1_p90": round(sorted(times)[int(0.9 * (len(times) - 1))], 2),
+        "examples_per_s_b32": round(len(big) / seconds, 1),
+    }
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def measure_classifier(run: Path, source: Source, opts: CompressOptions) -> dict[str, Any]:
+    from tunelab.runs.open import open_classifier
+    from tunelab.tasks.classification import encode_examples, evaluate, make_collate
+
+    t0 = time.perf_counter()
+    model, tok, marker = open_classifier(run)
+    load_s = time.perf_counter() - t0
+    test = source.splits()["test"][: opts.eval_limit or None]
+    labels = marker.labels or []
+    data = encode_examples(test, tok, labels, marker.context_length)
+    m = evaluate(model, data, make_collate(tok), labels, 32, progress=False)
+    texts = [e["text"] for e in test[: opts.latency_examples]]
+    speed = _classifier_speed(model, tok, texts, marker.context_length)
+    return {
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "test_examples": len(test),
+        "load_seconds": round(load_s, 2),
+        "params": _params(model),
+        **speed,
+    }
+
+
+def measure_lm(run: Path, source: Source, opts: CompressOptions) -> dict[str, Any]:
+    from tunelab.decoding import DecodingOptions, generate
+    from tunelab.evaluation.scoring import corpus_perplexity, score
+    from tunelab.runs.open import open_lm, run_prompts
+
+    t0 = time.perf_counter()
+    loaded, marker = open_lm(str(run))
+    load_s = time.perf_counter() - t0
+    pairs = source.splits()["test"][: opts.eval_limit or 200]
+    prompts = run_prompts(pairs, loaded, marker, None)
+    refs = [p["response"] for p in pairs]
+    scored = score(loaded.model, loaded.tokenizer, refs, prompts, batch_size=8)
+    opts_dec = DecodingOptions(max_new_tokens=32)
+    few = prompts[: max(1, min(8, opts.latency_examples))]
+    generate(loaded.model, loaded.tokenizer, few[:1], DecodingOptions(max_new_tokens=2))
+    speed = {}
+    for bs in (1, len(few)):
+        t0 = time.perf_counter()
+        outs = generate(loaded.model, loaded.tokenizer, few, opts_dec, batch_size=bs)
+        seconds = time.perf_counter() - t0
+        speed[f"tokens_per_s_b{bs}"] = round(sum(len(o.token_ids) for o in outs) / seconds, 1)
+    return {
+        "perplexity": corpus_perplexity(scored),
+        "test_examples": len(pairs),
+        "load_seconds": round(load_s, 2),
+        "params": _params(loaded.model),
+        **speed,
+    }
+
+
+def measure(run: Path, source: Source, opts: CompressOptions) -> dict[str, Any]:
+    """Everything the report shows for `run` (the source itself, or a compressed output)."""
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    row = (measure_lm if source.generative else measure_classifier)(run, source, opts)
+    row["size_mib"] = round(weight_bytes(run) / 2**20, 2)
+    row["peak_memory_mib"] = peak_rss_mib()
+    return row

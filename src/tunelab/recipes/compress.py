@@ -30,7 +30,9 @@ from tunelab.logs import say
 from tunelab.recipes.compress_source import Source, open_source
 from tunelab.runs.workdir import write_json, write_text
 
-ORIGINAL = "original"
+ORIGINAL, ORIGINAL_FP32 = "original", "original-fp32"
+"""The source run as tunelab runs it (bf16 autocast where the CPU has native bf16) and in
+plain fp32: the two references every method is compared with."""
 
 
 def _result(report: Path, spec: str) -> Path:
@@ -55,9 +57,10 @@ def run_worker(report: Path, spec: str, step: str) -> None:
             produce(spec, source, report / "runs", opts, quiet=False)
             record = {"method": spec, "status": "ok"}
         else:
-            run = source.run if spec == ORIGINAL else report / "runs" / spec
-            record.update(measure(run, source, opts), status="ok")
-            if spec != ORIGINAL:
+            original = spec in (ORIGINAL, ORIGINAL_FP32)
+            run = source.run if original else report / "runs" / spec
+            record.update(measure(run, source, opts, spec != ORIGINAL_FP32), status="ok")
+            if not original:
                 comp = read_marker(run).compression or {}
                 record["kind"] = parse_method(spec).name
                 record["details"] = {k: v for k, v in comp.items() if k not in ("source",)}
@@ -102,13 +105,14 @@ def compress(run: str | Path, opts: CompressOptions, quiet: bool = False):
             p.unlink()
     write_json(old, plan)
     rows = []
-    for spec in [ORIGINAL, *opts.methods]:
+    refs = [ORIGINAL] if source.generative else [ORIGINAL, ORIGINAL_FP32]
+    for spec in [*refs, *opts.methods]:
         done = _result(report, spec)
         if done.is_file() and json.loads(done.read_text()).get("status") == "ok":
             say(f"{spec}: measured before, reusing {done}", quiet)
             rows.append(json.loads(done.read_text()))
             continue
-        if spec != ORIGINAL:
+        if spec not in refs:
             made = _spawn(report, spec, "produce")
             if made["status"] != "ok":
                 rows.append({**made, "kind": spec})
@@ -126,7 +130,8 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def markdown_table(rows: list[dict[str, Any]], generative: bool) -> str:
     """The methods beside the original: quality, size, parameters, memory, speed (and ratios)."""
-    base = next((r for r in rows if r["method"] == ORIGINAL and r["status"] == "ok"), {})
+    ok = {r["method"]: r for r in rows if r["status"] == "ok"}
+    base, fp32 = ok.get(ORIGINAL, {}), ok.get(ORIGINAL_FP32, {})
     if generative:
         head = (
             "| method | perplexity | size (MiB) | smaller | params | peak memory (MiB) "
@@ -136,8 +141,8 @@ def markdown_table(rows: list[dict[str, Any]], generative: bool) -> str:
     else:
         head = (
             "| method | accuracy | Δ points | macro-F1 | size (MiB) | smaller | params "
-            "| peak memory (MiB) | latency b1 (ms) | speed-up b1 | b32 (examples/s) "
-            "| speed-up b32 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            "| peak memory (MiB) | latency b1 (ms) | speed-up b1 | vs fp32 b1 | b32 (examples/s) "
+            "| speed-up b32 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         )
     lines = []
     for r in rows:
@@ -161,6 +166,7 @@ def markdown_table(rows: list[dict[str, Any]], generative: bool) -> str:
             f"| {r['method']} | {100 * r['accuracy']:.2f}% | {delta:+.2f} | {r['macro_f1']:.4f} "
             f"| {r['size_mib']:.1f} | {smaller} | {params} | {r['peak_memory_mib']:,.0f} "
             f"| {r['latency_ms_b1']:.2f} | {_ratio(base.get('latency_ms_b1'), r['latency_ms_b1'])} "
+            f"| {_ratio(fp32.get('latency_ms_b1'), r['latency_ms_b1'])} "
             f"| {r['examples_per_s_b32']:.1f} "
             f"| {_ratio(r['examples_per_s_b32'], base.get('examples_per_s_b32'))} |"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def _params(model) -> int | None:
 
 
 @torch.inference_mode()
-def _classifier_speed(model, tok, texts: list[str], max_length: int) -> dict[str, float]:
+def _classifier_speed(
+    model, tok, texts: list[str], max_length: int, autocast: bool
+) -> dict[str, float]:
     """Median ms per example at batch 1 (after 3 warm-up calls) and examples/s at batch 32."""
     from tunelab.tasks.classification import autocast_for
 
@@ -50,7 +53,7 @@ def _classifier_speed(model, tok, texts: list[str], max_length: int) -> dict[str
         )
 
     times = []
-    with autocast_for(model) if isinstance(model, torch.nn.Module) else _null():
+    with autocast_for(model) if autocast else nullcontext():
         for i, text in enumerate(texts):
             batch = enc([text])
             if i < 3:
@@ -72,15 +75,9 @@ def _classifier_speed(model, tok, texts: list[str], max_length: int) -> dict[str
     }
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def measure_classifier(run: Path, source: Source, opts: CompressOptions) -> dict[str, Any]:
+def measure_classifier(
+    run: Path, source: Source, opts: CompressOptions, autocast: bool = True
+) -> dict[str, Any]:
     from tunelab.runs.open import open_classifier
     from tunelab.tasks.classification import encode_examples, evaluate, make_collate
 
@@ -90,9 +87,9 @@ def measure_classifier(run: Path, source: Source, opts: CompressOptions) -> dict
     test = source.splits()["test"][: opts.eval_limit or None]
     labels = marker.labels or []
     data = encode_examples(test, tok, labels, marker.context_length)
-    m = evaluate(model, data, make_collate(tok), labels, 32, progress=False)
+    m = evaluate(model, data, make_collate(tok), labels, 32, progress=False, autocast=autocast)
     texts = [e["text"] for e in test[: opts.latency_examples]]
-    speed = _classifier_speed(model, tok, texts, marker.context_length)
+    speed = _classifier_speed(model, tok, texts, marker.context_length, autocast)
     return {
         "accuracy": m["accuracy"],
         "macro_f1": m["macro_f1"],
@@ -133,11 +130,18 @@ def measure_lm(run: Path, source: Source, opts: CompressOptions) -> dict[str, An
     }
 
 
-def measure(run: Path, source: Source, opts: CompressOptions) -> dict[str, Any]:
-    """Everything the report shows for `run` (the source itself, or a compressed output)."""
+def measure(
+    run: Path, source: Source, opts: CompressOptions, autocast: bool = True
+) -> dict[str, Any]:
+    """Everything the report shows for `run` (the source itself, or a compressed output);
+    `autocast` False measures a classifier in plain fp32 (tunelab's default inference uses
+    bf16 autocast where the CPU has native bf16)."""
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    row = (measure_lm if source.generative else measure_classifier)(run, source, opts)
+    if source.generative:
+        row = measure_lm(run, source, opts)
+    else:
+        row = measure_classifier(run, source, opts, autocast)
     row["size_mib"] = round(weight_bytes(run) / 2**20, 2)
     row["peak_memory_mib"] = peak_rss_mib()
     return row

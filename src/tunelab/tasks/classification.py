@@ -75,13 +75,22 @@ def make_collate(tokenizer):
 
 
 def autocast_for(model: nn.Module):
-    """bf16 autocast on the model's device where the hardware has native bf16, else none."""
-    device = next(model.parameters()).device
+    """bf16 autocast on the model's device where the hardware has native bf16, else none; none
+    for a model that is not plain fp32 (bf16 weights, quantized layers: they run as they are)."""
+    first = next(model.parameters(), None)
+    if first is None or first.dtype != torch.float32 or _quantized(model):
+        return nullcontext()
+    device = first.device
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def _quantized(model) -> bool:
+    modules = model.modules() if isinstance(model, nn.Module) else []
+    return any("quantized" in type(m).__module__ for m in modules)
 
 
 def _batches_by_length(
@@ -103,8 +112,10 @@ def evaluate(
     batch_size: int = 64,
     progress: bool = True,
     desc: str = "evaluating",
+    autocast: bool = True,
 ) -> dict:
-    """Mean loss and streaming classification metrics over `data` (never holds all logits)."""
+    """Mean loss and streaming classification metrics over `data` (never holds all logits);
+    `autocast` False keeps a plain fp32 model in fp32 (see `autocast_for`)."""
     if len(data) == 0:
         raise TunelabError("nothing to evaluate: the evaluation split is empty")
     was_training = model.training
@@ -112,7 +123,7 @@ def evaluate(
     device = next(model.parameters()).device
     metrics = ClassificationMetrics(label_names)
     loss_sum, n = 0.0, 0
-    with autocast_for(model):
+    with autocast_for(model) if autocast else nullcontext():
         for _, batch in _batches_by_length(data, collate, batch_size, desc, progress):
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)

@@ -2,7 +2,8 @@
 
 What is measured
     Full fine-tuning of the embedded all-MiniLM-L6-v2 (`minilm`) as a 5-class classifier on the
-    training split of the embedded BBC News (`bbc-news`, split by `tasks.classification.load_splits` with
+    training split of the embedded BBC News (`bbc-news`, split by
+    `tasks.classification.load_splits` with
     tunelab's default config), twice:
 
     - `tunelab`: `tunelab.training.loop.train(...)` with no validation and no progress bar;
@@ -255,8 +256,7 @@ def worker(args: argparse.Namespace) -> None:
     from tunelab import api
     from tunelab.data.split import check_labels
     from tunelab.models.load import load_classifier
-    from tunelab.tasks.classification import load_splits
-    from tunelab.tasks.classification import encode_examples, make_collate
+    from tunelab.tasks.classification import encode_examples, load_splits, make_collate
 
     name = args.worker
     cfg = api.build_config(

@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     f, o = rows["fp32"], rows["onnxruntime"]
     print(f"{len(texts)} texts, max_length {length}, torch threads {torch.get_num_threads()}")
-    print(
-        f"{'model':<18} {'ms/ex b1':>9} {'vs fp32':>8} {'vs ORT':>7} {'ex/s b32':>9} {'vs fp32':>8} {'vs ORT':>7}"
-    )
+    head = ("model", "ms/ex b1", "vs fp32", "vs ORT", "ex/s b32", "vs fp32", "vs ORT")
+    print("{:<18} {:>9} {:>8} {:>7} {:>9} {:>8} {:>7}".format(*head))
     for n, r in rows.items():
         ms, ex = r["ms_b1"], r["ex_per_s_b32"]
         print(

@@ -98,7 +98,10 @@ async def job_events(job: Job, end: object) -> AsyncIterator[GenEvent]:
         while True:
             left = job.deadline - job.clock()
             try:
-                item = await asyncio.wait_for(job.events.get(), max(left, 0) + 0.5)
+                # not asyncio.wait_for: on Python 3.11 it swallows a cancellation (the client
+                # left) that arrives in the same loop turn as an event, and decoding goes on
+                async with asyncio.timeout(max(left, 0) + 0.5):
+                    item = await job.events.get()
             except TimeoutError:
                 raise deadline_exceeded(job.request.timeout) from None
             if item is end:

@@ -3,6 +3,7 @@ the libraries underneath from drowning them."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 
@@ -20,6 +21,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # peft calls a transformers property that transformers 5.x deprecates: not the user's doing
     warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+    # torchao (imported by transformers/peft when installed) reports its optional GPU kernels
+    # missing on a CPU machine, and torch's pytree warns about torchao's enums: noise to a user
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tunelab.config.compare import CompareConfig, load_compare_config
 from tunelab.config.compare_decoding import CompareDecodingConfig
-from tunelab.config.compress import CompressOptions, build_compress_config
+from tunelab.config.compress import CompressConfig, build_compress_config
 from tunelab.config.finetune import Config, build_config
 from tunelab.config.pretrain import PretrainConfig, build_pretrain_config
 from tunelab.recipes.compare import compare
@@ -37,7 +37,7 @@ from tunelab.serve.server import serve
 __all__ = [
     "CompareConfig",
     "CompareDecodingConfig",
-    "CompressOptions",
+    "CompressConfig",
     "Config",
     "FinetuneResult",
     "PretrainConfig",

@@ -15,6 +15,7 @@ SHORT = {
 
 
 def add_parser(sub) -> None:
+    from tunelab.compress.options import DistillOptions
     from tunelab.config.compress import CompressOptions
 
     p = sub.add_parser(
@@ -32,16 +33,13 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML file with a `compress:` section of these options")
     add_short_forms(p, SHORT, {})
     add_section(p, "compress", CompressOptions, "compress options")
+    add_section(p, "distill", DistillOptions, "distillation options (distill-half, distill-N)")
 
 
 def run(a: argparse.Namespace) -> None:
     from tunelab import api
 
-    values = {
-        k.removeprefix("compress."): v
-        for k, v in vars(a).items()
-        if k not in ("verb", "run", "config")
-    }
+    values = {k: v for k, v in vars(a).items() if k not in ("verb", "run", "config")}
     opts = api.build_compress_config(a.config, values)
     report, rows = api.compress(a.run, opts)
     ok = sum(r["status"] == "ok" for r in rows)

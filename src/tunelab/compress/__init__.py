@@ -23,14 +23,9 @@ class MethodInfo:
     pattern: str
     """Regular expression of its specs; named groups are its parameters (as strings)."""
     kind: str
-    """quantize, prune, distill or export: the module `tunelab.compress.KIND` implements it."""
+    """quantize, prune (unstructured), structured (heads, neurons, layers), distill, export."""
     summary: str
     example: str
-
-    @property
-    def module(self) -> str:
-        return f"tunelab.compress.{self.kind}"
-
 
 METHODS: dict[str, MethodInfo] = {
     "bf16": MethodInfo(r"bf16", "quantize", "bfloat16 weights (half the size)", "bf16"),
@@ -63,19 +58,19 @@ METHODS: dict[str, MethodInfo] = {
     ),
     "prune-heads": MethodInfo(
         r"prune-heads-(?P<percent>\d+)",
-        "prune",
+        "structured",
         "remove PERCENT% of attention heads (lowest importance), then recover",
         "prune-heads-25",
     ),
     "prune-ffn": MethodInfo(
         r"prune-ffn-(?P<percent>\d+)",
-        "prune",
+        "structured",
         "remove PERCENT% of feed-forward neurons (lowest importance), then recover",
         "prune-ffn-30",
     ),
     "prune-layers": MethodInfo(
         r"prune-layers-(?P<count>\d+)",
-        "prune",
+        "structured",
         "drop COUNT whole blocks (the least important), then recover",
         "prune-layers-2",
     ),

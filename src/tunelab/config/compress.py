@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.compress.options import DistillOptions, check_options
 from tunelab.config.parse import read_yaml, update_dataclass
 from tunelab.errors import TunelabError
 
@@ -34,14 +35,6 @@ class CompressOptions:
     """Passes over the run's training split to train a distilled student."""
     distill_lr: float = 1e-4
     """Learning rate of the student."""
-    temperature: float = 2.0
-    """Distillation: softmax temperature of teacher and student logits."""
-    alpha: float = 0.5
-    """Distillation: weight of the soft-target loss (1 - alpha on the task loss)."""
-    hidden_weight: float = 0.0
-    """Distillation: weight of the hidden-state matching loss (0: logits only)."""
-    distill_loss: str = "kl"
-    """Distillation loss on the logits: kl (forward KL) or jsd (generalized JSD, as in GKD)."""
     batch_size: int = 16
     """Examples per step of recovery and distillation training."""
     calibration_examples: int = 128
@@ -56,37 +49,66 @@ class CompressOptions:
     """Seed of every method that trains or samples."""
 
 
+@dataclass
+class CompressConfig:
+    """`tunelab compress`'s options: its own section and the distillation options."""
+
+    compress: CompressOptions = field(default_factory=CompressOptions)
+    distill: DistillOptions = field(default_factory=DistillOptions)
+
+
+SECTIONS = {"compress": CompressOptions, "distill": DistillOptions}
+
+
 def build_compress_config(
     yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
-) -> CompressOptions:
-    """Defaults < YAML (a `compress:` section, or the options at the top level) < overrides
-    (`{"methods": "int8-dynamic,onnx", "recovery_steps": "100"}`), validated."""
+) -> CompressConfig:
+    """Defaults < YAML (`compress:` and `distill:` sections) < overrides (`{"compress.methods":
+    "int8-dynamic,onnx", "distill.temperature": "4"}`; a key without a section is a compress
+    option), validated.
+
+    Raises:
+        TunelabError: unknown method, section or option, a bad value.
+    """
     from tunelab.compress import parse_method
 
-    raw = read_yaml(yaml_path)
-    values = dict(raw.get("compress", raw))
-    values.update(overrides or {})
+    nested: dict[str, dict[str, Any]] = {"compress": {}, "distill": {}}
+    for sec, vals in read_yaml(yaml_path).items():
+        if sec not in SECTIONS or not isinstance(vals, dict):
+            raise TunelabError(
+                f"config section {sec!r}: a compress config holds `compress:` and `distill:` "
+                "mappings of options"
+            )
+        nested[sec].update(vals)
+    for key, value in (overrides or {}).items():
+        sec, _, opt = key.rpartition(".")
+        if sec not in ("", *SECTIONS):
+            raise TunelabError(f"unknown option --{key}: use --compress.KEY or --distill.KEY")
+        nested[sec or "compress"][opt] = value
+    values = nested["compress"]
     methods = values.get("methods")
     if isinstance(methods, str | list):
         parts = methods.split(",") if isinstance(methods, str) else ",".join(methods).split(",")
         values["methods"] = [m.strip() for m in parts if m.strip()]
-    cfg = update_dataclass(CompressOptions(), values, "compress")
-    if not cfg.methods:
+    cfg = CompressConfig(
+        update_dataclass(CompressOptions(), values, "compress"),
+        update_dataclass(DistillOptions(), nested["distill"], "distill"),
+    )
+    c = cfg.compress
+    if not c.methods:
         raise TunelabError("no compression methods: pass --methods int8-dynamic,prune-30,...")
-    specs = [parse_method(m).spec for m in cfg.methods]
+    specs = [parse_method(m).spec for m in c.methods]
     if len(set(specs)) != len(specs):
         raise TunelabError("a method is listed twice in --methods: list each once")
     checks = [
-        (cfg.recovery_steps >= 0, "--recovery-steps must be 0 or more"),
-        (cfg.distill_epochs > 0, "--distill-epochs must be positive"),
-        (cfg.temperature > 0, "--temperature must be positive"),
-        (0 <= cfg.alpha <= 1, "--alpha must be in [0, 1]"),
-        (cfg.distill_loss in ("kl", "jsd"), "--distill-loss must be kl or jsd"),
-        (cfg.batch_size >= 1, "--batch-size must be at least 1"),
-        (cfg.calibration_examples >= 1, "--calibration-examples must be at least 1"),
-        (cfg.latency_examples >= 1, "--latency-examples must be at least 1"),
+        (c.recovery_steps >= 0, "--compress.recovery_steps must be 0 or more"),
+        (c.distill_epochs > 0, "--compress.distill_epochs must be positive"),
+        (c.batch_size >= 1, "--compress.batch_size must be at least 1"),
+        (c.calibration_examples >= 1, "--compress.calibration_examples must be at least 1"),
+        (c.latency_examples >= 1, "--compress.latency_examples must be at least 1"),
     ]
     for ok, msg in checks:
         if not ok:
             raise TunelabError(f"{msg}: fix the flag or the config")
+    check_options(cfg.distill)
     return cfg

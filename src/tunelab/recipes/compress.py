@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tunelab.config.compress import CompressOptions
+from tunelab.compress.options import DistillOptions
+from tunelab.config.compress import CompressConfig, CompressOptions
 from tunelab.errors import TunelabError
 from tunelab.logs import say
 from tunelab.recipes.compress_source import Source, open_source
@@ -47,14 +49,17 @@ def run_worker(report: Path, spec: str, step: str) -> None:
     from tunelab.runs.marker import read_marker
 
     plan = json.loads((report / "plan.json").read_text())
-    opts = CompressOptions(**plan["options"])
+    cfg = CompressConfig(
+        CompressOptions(**plan["options"]["compress"]), DistillOptions(**plan["options"]["distill"])
+    )
+    opts = cfg.compress
     source = open_source(plan["run"])
     record: dict[str, Any] = {"method": spec, "status": "failed"}
     t0 = time.perf_counter()
     path = report / "results" / f"{spec}.{step}.json"
     try:
         if step == "produce":
-            produce(spec, source, report / "runs", opts, quiet=False)
+            produce(spec, source, report / "runs", cfg, quiet=False)
             record = {"method": spec, "status": "ok"}
         else:
             original = spec in (ORIGINAL, ORIGINAL_FP32)
@@ -84,25 +89,34 @@ def _spawn(report: Path, spec: str, step: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def compress(run: str | Path, opts: CompressOptions, quiet: bool = False):
-    """Apply every method of `opts` to `run` (skipping those already measured with the same
+def _without_methods(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan less the method list (adding or dropping a method keeps the others' results)."""
+    compress = {k: v for k, v in plan["options"]["compress"].items() if k != "methods"}
+    return {**plan, "options": {**plan["options"], "compress": compress}}
+
+
+def compress(run: str | Path, cfg: CompressConfig | None = None, quiet: bool = False):
+    """Apply every method of `cfg` to `run` (skipping those already measured with the same
     options), measure each beside the original, write the report; returns (folder, rows).
 
     Raises:
         TunelabError: the source is not a finished fine-tuning run, or a bad option.
     """
+    cfg = cfg or CompressConfig()
+    opts = cfg.compress
     source = open_source(run)
     report = Path(opts.output_dir)
     try:
         (report / "results").mkdir(parents=True, exist_ok=True)
     except (NotADirectoryError, FileExistsError, PermissionError) as exc:
         raise TunelabError(f"cannot create --output {report} ({exc.strerror})") from None
-    plan = {"run": str(source.run.resolve()), "options": dataclasses.asdict(opts)}
+    plan = {"run": str(source.run.resolve()), "options": dataclasses.asdict(cfg)}
     old = report / "plan.json"
-    if old.is_file() and json.loads(old.read_text()) != plan:
-        stale = [p for p in (report / "results").glob("*.json")]
-        for p in stale:  # other options or another run: nothing measured before still holds
-            p.unlink()
+    if old.is_file() and _without_methods(json.loads(old.read_text())) != _without_methods(plan):
+        # another run or other options: nothing made or measured before still holds
+        for path in (report / "results").glob("*.json"):
+            path.unlink()
+        shutil.rmtree(report / "runs", ignore_errors=True)
     write_json(old, plan)
     rows = []
     refs = [ORIGINAL] if source.generative else [ORIGINAL, ORIGINAL_FP32]

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from tunelab.compress import MethodSpec, parse_method
-from tunelab.config.compress import CompressOptions
+from tunelab.config.compress import CompressConfig, CompressOptions
 from tunelab.errors import TunelabError
 from tunelab.logs import say
 from tunelab.recipes.compress_source import Source, derived_marker
@@ -106,8 +106,8 @@ def _recover(model, source, tok, work, opts, quiet) -> dict[str, Any] | None:
     info = strategy_info(opts.recovery_strategy)
     if not info.can_merge:
         raise TunelabError(
-            f"--recovery-strategy {opts.recovery_strategy} adds modules that do not fold back "
-            "into the pruned model: pick full, freeze, gradual, lora, adalora or ia3"
+            f"--compress.recovery_strategy {opts.recovery_strategy} adds modules that do not "
+            "fold back into the pruned model: pick full, freeze, gradual, lora, adalora or ia3"
         )
     strategy = get_strategy(opts.recovery_strategy)
     trained = strategy.build(model, {}, source.marker.family or "encoder", opts.recovery_steps)
@@ -143,7 +143,7 @@ def _quantize(ms: MethodSpec, source: Source, work: Path) -> tuple[dict, str]:
 def _prune(ms, source, work, opts, quiet) -> tuple[dict, str]:
     from safetensors.torch import save_file
 
-    from tunelab.compress import prune
+    from tunelab.compress import prune, structured
 
     model, tok = source.plain_model()
     tok.save_pretrained(work)
@@ -158,13 +158,12 @@ def _prune(ms, source, work, opts, quiet) -> tuple[dict, str]:
     elif ms.name == "wanda":
         info["report"] = prune.wanda(model, batches, int(ms.params["percent"]) / 100)
     elif ms.name == "prune-heads":
-        info["plan"] = prune.heads(model, int(ms.params["percent"]) / 100, batches)
+        info["plan"] = structured.heads(model, int(ms.params["percent"]) / 100, batches)
     elif ms.name == "prune-ffn":
-        info["plan"] = prune.ffn(model, int(ms.params["percent"]) / 100, batches)
+        info["plan"] = structured.ffn(model, int(ms.params["percent"]) / 100, batches)
     else:
-        info["layers"] = prune.layers(model, int(ms.params["count"]), batches)
-    structured = ms.name in ("prune-heads", "prune-ffn", "prune-layers")
-    if structured:
+        info["layers"] = structured.layers(model, int(ms.params["count"]), batches)
+    if ms.name in ("prune-heads", "prune-ffn", "prune-layers"):
         info["recovery"] = _recover(model, source, tok, work, opts, quiet)
     info["params_after"] = prune.count_params(model)
     if ms.name in ("prune", "wanda"):
@@ -179,19 +178,17 @@ def _prune(ms, source, work, opts, quiet) -> tuple[dict, str]:
     return info, "full"
 
 
-def _distill(ms, source, work, opts, quiet) -> tuple[dict, str]:
+def _distill(ms, source, work, cfg: CompressConfig, quiet) -> tuple[dict, str]:
+    import dataclasses
+
     from tunelab.compress import distill
 
+    opts = cfg.compress
     teacher, tok = source.plain_model()
     tok.save_pretrained(work)
     layers = ms.params["layers"]
+    options = dataclasses.replace(cfg.distill, layers=layers)
     student = distill.make_student(teacher, "half" if layers == "half" else int(layers))
-    options = distill.DistillOptions(
-        temperature=opts.temperature,
-        alpha=opts.alpha,
-        hidden_weight=opts.hidden_weight,
-        loss=opts.distill_loss,
-    )
     wrapper = distill.Distiller(student, teacher, options)
     counters = train_in_loop(
         wrapper, source, tok, work, opts, None, opts.distill_epochs, opts.distill_lr, quiet
@@ -240,10 +237,11 @@ def _export(ms, source, work) -> tuple[dict, str]:
     return info, "onnx"
 
 
-def produce(spec: str, source: Source, runs_dir: Path, opts: CompressOptions, quiet: bool) -> Path:
+def produce(spec: str, source: Source, runs_dir: Path, cfg: CompressConfig, quiet: bool) -> Path:
     """The run folder of `spec` applied to `source` (made once: a finished one is reused)."""
     import torch
 
+    opts = cfg.compress
     ms = parse_method(spec)
     name = spec.replace("/", "_")
     if (runs_dir / name / "tunelab_run.json").is_file():
@@ -262,7 +260,7 @@ def produce(spec: str, source: Source, runs_dir: Path, opts: CompressOptions, qu
         elif kind.startswith("prune") or kind == "wanda":
             info, weights = _prune(ms, source, work, opts, quiet)
         elif kind == "distill":
-            info, weights = _distill(ms, source, work, opts, quiet)
+            info, weights = _distill(ms, source, work, cfg, quiet)
         else:
             info, weights = _export(ms, source, work)
     from tunelab.runs.save import write_run_files

@@ -54,11 +54,13 @@ def open_compressed(run: Path, marker: RunMarker) -> nn.Module:
             state = load_file(str(run / QUANTIZED_FILE))
             model = quantize.load_quantized(_skeleton(run, marker), state, comp["meta"])
         elif marker.weights == "pruned":
-            from tunelab.compress import prune
+            from tunelab.compress import structured
 
             model = _skeleton(run, marker)
             plan = comp["plan"]
-            apply = prune.apply_head_plan if kind == "prune-heads" else prune.apply_ffn_plan
+            apply = (
+                structured.apply_head_plan if kind == "prune-heads" else structured.apply_ffn_plan
+            )
             apply(model, plan)
             model.load_state_dict(load_file(str(run / PRUNED_FILE)), strict=True)
         else:

@@ -46,15 +46,17 @@ def test_unknown_spec_is_a_one_line_error_naming_the_flag(spec):
 
 
 def test_config_splits_methods_and_refuses_duplicates_and_bad_values():
-    cfg = build_compress_config(overrides={"methods": "int8-dynamic, onnx", "alpha": "0.7"})
-    assert cfg.methods == ["int8-dynamic", "onnx"] and cfg.alpha == 0.7
-    assert build_compress_config(overrides={"methods": ["bf16,prune-30"]}).methods == [
-        "bf16",
-        "prune-30",
-    ]
+    cfg = build_compress_config(
+        overrides={"compress.methods": "int8-dynamic, onnx", "distill.alpha": "0.7"}
+    )
+    assert cfg.compress.methods == ["int8-dynamic", "onnx"] and cfg.distill.alpha == 0.7
+    listed = build_compress_config(overrides={"methods": ["bf16,prune-30"]}).compress.methods
+    assert listed == ["bf16", "prune-30"]
     with pytest.raises(TunelabError, match="listed twice"):
         build_compress_config(overrides={"methods": "bf16,bf16"})
-    with pytest.raises(TunelabError, match="--alpha"):
-        build_compress_config(overrides={"alpha": "2"})
+    with pytest.raises(TunelabError, match="--distill.alpha"):
+        build_compress_config(overrides={"distill.alpha": "2"})
+    with pytest.raises(TunelabError, match="--compress.KEY or --distill.KEY"):
+        build_compress_config(overrides={"train.lr": "2"})
     with pytest.raises(TunelabError, match="unknown option compress.nope"):
         build_compress_config(overrides={"nope": 1})

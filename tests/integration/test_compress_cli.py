@@ -1,0 +1,96 @@
+"""`tunelab compress` on tiny runs: one run folder per method that the inference verbs open,
+a report beside the original, failures recorded, resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import toy_examples, write_csv
+from tunelab import api
+from tunelab.cli import main
+from tunelab.errors import TunelabError
+from tunelab.runs.marker import read_marker
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("compress")
+    data = write_csv(root / "toy.csv", toy_examples(90))
+    cfg = api.build_config(
+        overrides={
+            "model.name": str(tiny_models["encoder"]),
+            "data.source": str(data),
+            "data.max_length": 32,
+            "train.max_steps": 30,
+            "train.batch_size": 8,
+            "train.lr": 3e-3,
+            "train.threads": 1,
+            "run.output_dir": str(root / "runs"),
+            "run.name": "toy",
+        }
+    )
+    return api.finetune(cfg, quiet=True).run_dir
+
+
+METHODS = "bf16,int8-dynamic,prune-50,prune-heads-50,prune-layers-1,distill-half,onnx"
+
+
+def test_compress_writes_runs_report_and_resumes(classifier_run, tmp_path, capsys):
+    out = tmp_path / "report"
+    base = ["compress", str(classifier_run), "--output", str(out), "--threads", "1"]
+    base += ["--compress.recovery_steps", "3", "--compress.distill_epochs", "0.5"]
+    base += ["--compress.latency_examples", "4"]
+    assert main([*base, "--methods", METHODS]) == 0
+    printed = capsys.readouterr().out
+    assert "7 of 7 methods finished" in printed
+    rows = {r["method"]: r for r in json.loads((out / "report.json").read_text())["results"]}
+    assert set(rows) == {"original", "original-fp32", *METHODS.split(",")}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    orig = rows["original"]
+    # smaller where the method makes it smaller; the same answers where it should not change
+    assert rows["bf16"]["size_mib"] < 0.6 * orig["size_mib"]
+    assert rows["int8-dynamic"]["size_mib"] < 0.6 * orig["size_mib"]
+    assert rows["prune-heads-50"]["params"] < orig["params"]
+    assert rows["prune-layers-1"]["params"] < orig["params"]
+    assert rows["distill-half"]["params"] < orig["params"]
+    assert rows["onnx"]["accuracy"] == pytest.approx(rows["original-fp32"]["accuracy"], abs=0.02)
+    assert rows["prune-50"]["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    for name in ("quality-vs-latency.png", "quality-vs-size.png", "report.md"):
+        assert (out / name).is_file()
+    # every output is a run folder the inference verbs open
+    for method in rows:
+        if method.startswith("original"):
+            continue
+        run = out / "runs" / method
+        assert read_marker(run).compression["method"] == method
+        preds = api.predict(run, ["match goal team", "bank market shares"], quiet=True)
+        assert len(preds) == 2 and all(p["label"] in ("sport", "money", "tech") for p in preds)
+    # re-running measures nothing again; a bad method is one line, before anything runs
+    assert main([*base, "--methods", "bf16"]) == 0
+    assert "measured before" in capsys.readouterr().out
+    assert main([*base, "--methods", METHODS + ",int3"]) == 2
+    assert "unknown compression method 'int3'" in capsys.readouterr().err
+
+
+def test_a_failing_method_is_recorded_and_the_others_go_on(classifier_run, tmp_path):
+    cfg = api.build_compress_config(
+        overrides={
+            "compress.methods": "gguf-f16,int8-dynamic",
+            "compress.output_dir": str(tmp_path / "r"),
+            "compress.latency_examples": 2,
+            "compress.threads": 1,
+        }
+    )
+    _, rows = api.compress(classifier_run, cfg, quiet=True)
+    by = {r["method"]: r for r in rows}
+    assert by["gguf-f16"]["status"] == "failed" and "decoder" in by["gguf-f16"]["reason"]
+    assert by["int8-dynamic"]["status"] == "ok"
+
+
+def test_source_must_be_a_finished_fine_tuning_run(tmp_path, tiny_models):
+    with pytest.raises(TunelabError, match="not a tunelab run folder"):
+        api.compress(tmp_path)
+    with pytest.raises(TunelabError, match="not a tunelab run folder"):
+        api.compress(tiny_models["encoder"])

@@ -45,7 +45,7 @@ def calibration_batches(source: Source, tok, n: int, batch_size: int = 8) -> lis
     """`n` training examples of the run as model-ready batches (with labels)."""
     enc, _ = _encoded(source, tok)
     items = [enc.data["train"][i] for i in range(min(n, len(enc.data["train"])))]
-    return [enc.collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    return [dict(enc.collate(items[i : i + batch_size])) for i in range(0, len(items), batch_size)]
 
 
 def train_in_loop(

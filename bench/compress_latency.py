@@ -12,10 +12,11 @@ What is measured
       one, else exported here into a temporary folder;
     - every output run of the report, opened as `tunelab predict` opens it.
 
-    batch 1: each model classifies every text one at a time; the models take turns text by
-    text (round-robin), so a noisy neighbour on the shared machine slows all of them alike;
-    the median ms per example is reported. batch 32: `--rounds` rounds of the texts in batches
-    of 32, again round-robin; median examples/s. Three warm-up calls per model first.
+    Each model, in turn, classifies every text one at a time (batch 1), then all of them in
+    batches of 32, in one block (its weights stay in cache, as when it is deployed alone).
+    The blocks repeat for `--rounds` rounds, every other round in reverse order, so drift on
+    the shared machine hits every model alike: median ms per example at batch 1 and median
+    examples/s at batch 32 over all rounds. Three warm-up calls per model first.
 
     Ratios are against `fp32` (>1: faster) and against `onnxruntime`.
 
@@ -91,16 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         for b in singles[:3]:
             call(name, b)
+    # each model runs all its texts in one block (its weights stay in cache, as when it is
+    # deployed alone); the blocks repeat for `--rounds` rounds, every other round in reverse
+    # order, so drift on the shared machine hits every model alike; medians over everything
     b1: dict[str, list[float]] = {n: [] for n in models}
-    for b in singles:
-        for name in models:
-            t0 = time.perf_counter()
-            call(name, b)
-            b1[name].append((time.perf_counter() - t0) * 1000)
-    batches = [encode(texts[i : i + 32]) for i in range(0, len(texts), 32)]
     b32: dict[str, list[float]] = {n: [] for n in models}
-    for _ in range(a.rounds):
-        for name in models:
+    batches = [encode(texts[i : i + 32]) for i in range(0, len(texts), 32)]
+    for rnd in range(a.rounds):
+        order = list(models) if rnd % 2 == 0 else list(reversed(models))
+        for name in order:
+            for b in singles:
+                t0 = time.perf_counter()
+                call(name, b)
+                b1[name].append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
             for b in batches:
                 call(name, b)

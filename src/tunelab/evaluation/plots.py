@@ -101,12 +101,12 @@ def plot_scatter(
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
         for i, r in enumerate(sorted(shown, key=lambda r: r[key])):
             ax.scatter(r[key], r[y_key], s=36)
-            # neighbours alternate above / below their point so close labels do not overlap
+            # neighbours take turns at four heights so close labels do not overlap
             ax.annotate(
                 r[label_key],
                 (r[key], r[y_key]),
                 textcoords="offset points",
-                xytext=(5, 5 if i % 2 == 0 else -12),
+                xytext=(5, (6, -13, 17, -24)[i % 4]),
                 fontsize=9,
             )
         if logx:

@@ -162,7 +162,8 @@ def markdown_table(rows: list[dict[str, Any]], generative: bool) -> str:
     for r in rows:
         if r["status"] != "ok":
             continue
-        params = f"{r['params']:,}" if r.get("params") else "—"
+        n = r.get("params") or base.get("params")  # an ONNX session: the original's architecture
+        params = f"{n:,}" if n else "—"
         smaller = _ratio(base.get("size_mib"), r["size_mib"])
         if generative:
             b = next(

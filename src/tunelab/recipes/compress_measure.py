@@ -34,10 +34,15 @@ def peak_rss_mib() -> float:
 
 
 def _params(model) -> int | None:
-    try:
-        return sum(p.numel() for p in model.parameters() if p.dim() > 0) or None
-    except (AttributeError, TypeError):
+    """Parameters of the model, counting quantized weights by their logical shape (torch.ao's
+    dynamic Linear packs its weight out of `parameters()`); None for an ONNX session."""
+    if not isinstance(model, torch.nn.Module):
         return None
+    total = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        if hasattr(m, "_packed_params") and callable(getattr(m, "weight", None)):
+            total += m.weight().numel() + (m.bias().numel() if m.bias() is not None else 0)
+    return total
 
 
 @torch.inference_mode()

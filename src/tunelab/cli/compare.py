@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-from tunelab.cli.flags import ALIASES, add_option_sections
+from tunelab.cli.flags import ALIASES, add_option_sections, verb_parser
 from tunelab.config.finetune import SECTIONS
 from tunelab.config.parse import field_docs
+
+HELP = "run several strategies on the same data and budget; table + plots"
+DESCRIPTION = (
+    "Fine-tune every strategy in --strategies on the same data, seed and step "
+    "budget, each in its own process; write a report folder (Markdown + JSON table, "
+    "trade-off plots). Re-running skips finished strategies. CONFIG is a finetune config "
+    "with an optional `compare:` section (strategies, output_dir, latency_examples, "
+    "per-strategy overrides such as a learning rate)."
+)
+USAGE = "tunelab compare [CONFIG] [--strategies a,b,c] [--output DIR] [--section.key V]"
 
 
 def add_parser(sub) -> None:
     from tunelab.config.compare import CompareConfig
     from tunelab.strategies import STRATEGIES
 
-    p = sub.add_parser(
-        "compare",
-        usage="tunelab compare [CONFIG] [--strategies a,b,c] [--output DIR] [--section.key V]",
-        help="run several strategies on the same data and budget; table + plots",
-        description="Fine-tune every strategy in --strategies on the same data, seed and step "
-        "budget, each in its own process; write a report folder (Markdown + JSON table, "
-        "trade-off plots). Re-running skips finished strategies. CONFIG is a finetune config "
-        "with an optional `compare:` section (strategies, output_dir, latency_examples, "
-        "per-strategy overrides such as a learning rate).",
-        allow_abbrev=False,
-    )
+    p = verb_parser(sub, "compare", HELP, DESCRIPTION, USAGE)
     p.add_argument("config", nargs="?", help="YAML config file (see configs/compare-*.yaml)")
     p.add_argument("--config", dest="config_flag", help="same as the CONFIG argument")
     docs = field_docs(CompareConfig)

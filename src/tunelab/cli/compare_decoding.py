@@ -5,25 +5,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from tunelab.cli.flags import add_chat_template_flag, chat_template
+from tunelab.cli.flags import add_chat_template_flag, chat_template, verb_parser
 from tunelab.config.parse import field_docs
+
+HELP = "several decoding strategies on the same prompts: quality vs tokens/s"
+DESCRIPTION = (
+    "Decode the same prompts with every strategy and write a report folder: "
+    "a Markdown + JSON table (BLEU, chrF, ROUGE-L against the references, distinct-1/2, "
+    "perplexity of the outputs under the model, mean length, tokens/s, wall time), a "
+    "quality-vs-speed plot and every output. Strategies: greedy, beamN, sample-tT, top-kK, "
+    "top-pP, min-pP, or key=value:key=value decoding options. Re-running reuses finished "
+    "strategies of the same setup."
+)
 
 
 def add_parser(sub) -> None:
     from tunelab.config.compare_decoding import DEFAULT_STRATEGIES, CompareDecodingConfig
 
     docs = field_docs(CompareDecodingConfig)
-    p = sub.add_parser(
-        "compare-decoding",
-        help="several decoding strategies on the same prompts: quality vs tokens/s",
-        description="Decode the same prompts with every strategy and write a report folder: "
-        "a Markdown + JSON table (BLEU, chrF, ROUGE-L against the references, distinct-1/2, "
-        "perplexity of the outputs under the model, mean length, tokens/s, wall time), a "
-        "quality-vs-speed plot and every output. Strategies: greedy, beamN, sample-tT, top-kK, "
-        "top-pP, min-pP, or key=value:key=value decoding options. Re-running reuses finished "
-        "strategies of the same setup.",
-        allow_abbrev=False,
-    )
+    p = verb_parser(sub, "compare-decoding", HELP, DESCRIPTION)
     p.add_argument("model", help=docs["model"])
     p.add_argument("--data", required=True, help=docs["data"])
     p.add_argument(

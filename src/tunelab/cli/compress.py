@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunelab.cli.flags import add_section, add_short_forms
+from tunelab.cli.flags import add_section, add_short_forms, verb_parser
 
 SHORT = {
     "--methods": "compress.methods",
@@ -14,21 +14,22 @@ SHORT = {
 }
 
 
+HELP = "quantize, prune, distill and export a run; table + plots of what each saves"
+DESCRIPTION = (
+    "Apply each of --methods to the fine-tuned run RUN, write one run folder per "
+    "method (each opens with predict, eval, generate, serve and score) and a report folder: "
+    "a Markdown + JSON table of quality on the run's own test split, size on disk, "
+    "parameters, peak memory and speed beside the original, and plots of quality against "
+    "latency and size. Re-running skips methods already measured."
+)
+USAGE = "tunelab compress RUN [--methods a,b,c] [--output DIR] [--compress.key VALUE ...]"
+
+
 def add_parser(sub) -> None:
     from tunelab.compress.options import DistillOptions
     from tunelab.config.compress import CompressOptions
 
-    p = sub.add_parser(
-        "compress",
-        usage="tunelab compress RUN [--methods a,b,c] [--output DIR] [--compress.key VALUE ...]",
-        help="quantize, prune, distill and export a run; table + plots of what each saves",
-        description="Apply each of --methods to the fine-tuned run RUN, write one run folder per "
-        "method (each opens with predict, eval, generate, serve and score) and a report folder: "
-        "a Markdown + JSON table of quality on the run's own test split, size on disk, "
-        "parameters, peak memory and speed beside the original, and plots of quality against "
-        "latency and size. Re-running skips methods already measured.",
-        allow_abbrev=False,
-    )
+    p = verb_parser(sub, "compress", HELP, DESCRIPTION, USAGE)
     p.add_argument("run", help="a run folder written by tunelab finetune")
     p.add_argument("--config", help="YAML file with a `compress:` section of these options")
     add_short_forms(p, SHORT, {})

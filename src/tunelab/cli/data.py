@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from tunelab.cli.flags import verb_parser
+
+HELP = "look at a data set before training"
+DESCRIPTION = "Data tools."
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("data", help="look at a data set before training", description="Data tools.")
+    p = verb_parser(sub, "data", HELP, DESCRIPTION)
     dsub = p.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     i = dsub.add_parser(
         "inspect",

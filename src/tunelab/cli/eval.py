@@ -7,17 +7,18 @@ import argparse
 import json
 
 from tunelab.cli.decoding import add_decoding_flags, decoding_options
-from tunelab.cli.flags import add_chat_template_flag, chat_template, write_output
+from tunelab.cli.flags import add_chat_template_flag, chat_template, verb_parser, write_output
+
+HELP = "evaluate a run folder on labelled data (or a generative run on prompt pairs)"
+DESCRIPTION = (
+    "Accuracy, P/R/F1 and the confusion matrix of RUN on DATA; for a "
+    "causal_lm/seq2seq run (or a language model) BLEU, chrF, ROUGE, exact match, "
+    "distinct-n and reference perplexity of generated outputs on prompt/response pairs."
+)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a run folder on labelled data (or a generative run on prompt pairs)",
-        description="Accuracy, P/R/F1 and the confusion matrix of RUN on DATA; for a "
-        "causal_lm/seq2seq run (or a language model) BLEU, chrF, ROUGE, exact match, "
-        "distinct-n and reference perplexity of generated outputs on prompt/response pairs.",
-    )
+    p = verb_parser(sub, "eval", HELP, DESCRIPTION)
     p.add_argument("run", help="a run folder written by tunelab finetune")
     p.add_argument("--data", required=True, help="labelled data (any source finetune accepts)")
     p.add_argument("--text-column", default="text", help="text column (default: text)")

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from tunelab.cli.flags import ALIASES, FLAGS, add_option_sections, add_short_forms
+from tunelab.cli.flags import ALIASES, FLAGS, add_option_sections, add_short_forms, verb_parser
 from tunelab.config.finetune import SECTIONS, Config
 from tunelab.config.parse import field_docs
+
+HELP = (
+    "fine-tune a classifier, or with --task causal_lm|seq2seq a generator (config YAML "
+    "+ --section.key value overrides)"
+)
+DESCRIPTION = (
+    "Fine-tune, validate, test and save a run folder. Precedence: defaults < "
+    "CONFIG < flags. With no arguments: MiniLM on the embedded BBC News, strategy full."
+)
+USAGE = "tunelab finetune [CONFIG] [--strategy NAME] [--section.key VALUE ...]"
 
 
 def add_parser(sub) -> None:
     from tunelab.strategies import STRATEGIES
 
-    p = sub.add_parser(
-        "finetune",
-        usage="tunelab finetune [CONFIG] [--strategy NAME] [--section.key VALUE ...]",
-        help="fine-tune a classifier, or with --task causal_lm|seq2seq a generator (config YAML "
-        "+ --section.key value overrides)",
-        description="Fine-tune, validate, test and save a run folder. Precedence: defaults < "
-        "CONFIG < flags. With no arguments: MiniLM on the embedded BBC News, strategy full.",
-        allow_abbrev=False,
-    )
+    p = verb_parser(sub, "finetune", HELP, DESCRIPTION, USAGE)
     p.add_argument("config", nargs="?", help="YAML config file (see configs/)")
     p.add_argument(
         "--strategy",

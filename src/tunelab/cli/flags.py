@@ -77,6 +77,16 @@ def add_short_forms(
         )
 
 
+def verb_parser(
+    sub, name: str, help_text: str, description: str, usage: str | None = None
+) -> argparse.ArgumentParser:
+    """The parser of verb `name` (no abbreviated flags: a typo must not pick another option)."""
+    extra = {"usage": usage} if usage else {}
+    return sub.add_parser(
+        name, help=help_text, description=description, allow_abbrev=False, **extra
+    )
+
+
 def add_option_sections(p: argparse.ArgumentParser, sections: dict, title: str) -> None:
     """One argument group per config section, then one per strategy that has options."""
     from tunelab.strategies import STRATEGIES

@@ -13,18 +13,18 @@ import sys
 from pathlib import Path
 
 from tunelab.cli.decoding import add_decoding_flags, decoding_options
-from tunelab.cli.flags import write_output
+from tunelab.cli.flags import verb_parser, write_output
+
+HELP = "continue prompts with a decoder / encoder-decoder LM (greedy, beam, sampling)"
+DESCRIPTION = (
+    "Generate continuations of PROMPT arguments and/or --file prompts with "
+    "MODEL_OR_RUN (an embedded name such as smollm2-135m, a local folder, a .gguf file or "
+    "a merged run folder). Prompts are decoded in batches with a KV cache."
+)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "generate",
-        help="continue prompts with a decoder / encoder-decoder LM (greedy, beam, sampling)",
-        description="Generate continuations of PROMPT arguments and/or --file prompts with "
-        "MODEL_OR_RUN (an embedded name such as smollm2-135m, a local folder, a .gguf file or "
-        "a merged run folder). Prompts are decoded in batches with a KV cache.",
-        allow_abbrev=False,
-    )
+    p = verb_parser(sub, "generate", HELP, DESCRIPTION)
     p.add_argument("model", metavar="MODEL_OR_RUN", help="the model to generate with")
     p.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts to continue")
     p.add_argument("--file", help="more prompts: .txt (one per line), .jsonl/.csv/.json")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from tunelab.cli.flags import verb_parser
+
+HELP = "list embedded models; `models convert` a GGUF"
+DESCRIPTION = "Without arguments: list the embedded default models."
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "models",
-        help="list embedded models; `models convert` a GGUF",
-        description="Without arguments: list the embedded default models.",
-    )
+    p = verb_parser(sub, "models", HELP, DESCRIPTION)
     msub = p.add_subparsers(dest="models_verb", metavar="ACTION")
     c = msub.add_parser(
         "convert",

@@ -9,15 +9,14 @@ import io
 import json
 import sys
 
-from tunelab.cli.flags import write_output
+from tunelab.cli.flags import verb_parser, write_output
+
+HELP = "classify texts with a run folder"
+DESCRIPTION = "Classify TEXT arguments or a file; JSONL to stdout, or JSONL/CSV to --output."
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="classify texts with a run folder",
-        description="Classify TEXT arguments or a file; JSONL to stdout, or JSONL/CSV to --output.",
-    )
+    p = verb_parser(sub, "predict", HELP, DESCRIPTION)
     p.add_argument("run", help="a run folder written by tunelab finetune")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
     p.add_argument("--file", help="input: .txt (a text per line), .csv, .tsv, .jsonl or .json")

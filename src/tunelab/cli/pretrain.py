@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunelab.cli.flags import ALIASES
+from tunelab.cli.flags import ALIASES, verb_parser
 
 SHORT = {
     "--objective": "pretrain.objective",
@@ -25,21 +25,24 @@ SHORT = {
 SWITCHES = {"--resume": "run.resume", "--whole-word-mask": "pretrain.whole_word_mask"}
 
 
+HELP = "pre-train a model on a corpus (clm, mlm, nsp, mlm+nsp, rtd)"
+DESCRIPTION = (
+    "Pre-train on your own corpus, from scratch (a size preset and a tokenizer "
+    "trained on the corpus) or continued from a model or run folder; the run folder opens "
+    "with `tunelab finetune --model RUN`. Precedence: defaults < CONFIG < flags."
+)
+USAGE = (
+    "tunelab pretrain [CONFIG] --objective clm|mlm|nsp|mlm+nsp|rtd [--corpus SRC] "
+    "[--preset tiny|small | --from MODEL] [--section.key VALUE ...]"
+)
+
+
 def add_parser(sub) -> None:
     from tunelab.cli.flags import add_section, add_short_forms
     from tunelab.config.pretrain import PretrainConfig
     from tunelab.objectives.options import OBJECTIVES
 
-    p = sub.add_parser(
-        "pretrain",
-        usage="tunelab pretrain [CONFIG] --objective clm|mlm|nsp|mlm+nsp|rtd [--corpus SRC] "
-        "[--preset tiny|small | --from MODEL] [--section.key VALUE ...]",
-        help="pre-train a model on a corpus (clm, mlm, nsp, mlm+nsp, rtd)",
-        description="Pre-train on your own corpus, from scratch (a size preset and a tokenizer "
-        "trained on the corpus) or continued from a model or run folder; the run folder opens "
-        "with `tunelab finetune --model RUN`. Precedence: defaults < CONFIG < flags.",
-        allow_abbrev=False,
-    )
+    p = verb_parser(sub, "pretrain", HELP, DESCRIPTION, USAGE)
     p.add_argument("config", nargs="?", help="YAML config file (see configs/pretrain-*.yaml)")
     add_short_forms(p, SHORT, SWITCHES, {"--objective": list(OBJECTIVES)})
     defaults = PretrainConfig()

@@ -13,20 +13,20 @@ import json
 import sys
 from pathlib import Path
 
-from tunelab.cli.flags import add_chat_template_flag, chat_template, write_output
+from tunelab.cli.flags import add_chat_template_flag, chat_template, verb_parser, write_output
 from tunelab.errors import TunelabError
+
+HELP = "log-probability and perplexity of texts (or of completions given prompts)"
+DESCRIPTION = (
+    "Score texts under a causal or seq2seq LM: log p(text) by the chain rule, "
+    "the scored token count and perplexity exp(-logprob/tokens). With --prompt or --data "
+    "only the completion (response) tokens are scored, given the prompt. Texts longer than "
+    "the model's context are scored with a sliding window (--window, --stride)."
+)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "score",
-        help="log-probability and perplexity of texts (or of completions given prompts)",
-        description="Score texts under a causal or seq2seq LM: log p(text) by the chain rule, "
-        "the scored token count and perplexity exp(-logprob/tokens). With --prompt or --data "
-        "only the completion (response) tokens are scored, given the prompt. Texts longer than "
-        "the model's context are scored with a sliding window (--window, --stride).",
-        allow_abbrev=False,
-    )
+    p = verb_parser(sub, "score", HELP, DESCRIPTION)
     p.add_argument("model", help="model name, folder, .gguf file or generative run folder")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score")
     p.add_argument("--file", help="more texts: .txt (one per line), .csv, .tsv, .jsonl, .json")

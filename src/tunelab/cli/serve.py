@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from tunelab.cli.flags import verb_parser
 from tunelab.errors import TunelabError
 
 
@@ -20,18 +21,19 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+HELP = "serve a model over HTTP (OpenAI-compatible; classify, embeddings, score)"
+DESCRIPTION = (
+    "Serve one model: completions, chat completions and score for language "
+    "models; classify for classification runs; embeddings for encoders. API keys, rate "
+    "limits, bounded queues, Prometheus /metrics. See docs/serving.md."
+)
+
+
 def add_parser(sub) -> None:
     from tunelab.config.parse import field_docs
     from tunelab.serve.settings import ServeSettings
 
-    p = sub.add_parser(
-        "serve",
-        help="serve a model over HTTP (OpenAI-compatible; classify, embeddings, score)",
-        description="Serve one model: completions, chat completions and score for language "
-        "models; classify for classification runs; embeddings for encoders. API keys, rate "
-        "limits, bounded queues, Prometheus /metrics. See docs/serving.md.",
-        allow_abbrev=False,
-    )
+    p = verb_parser(sub, "serve", HELP, DESCRIPTION)
     p.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, model folder, .gguf or name")
     docs = field_docs(ServeSettings)
     for f in dataclasses.fields(ServeSettings):

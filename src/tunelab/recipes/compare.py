@@ -30,6 +30,7 @@ import yaml
 from tunelab.config.compare import CompareConfig
 from tunelab.config.parse import saved_overrides
 from tunelab.errors import TunelabError
+from tunelab.evaluation.tables import with_failures
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -205,10 +206,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {_fmt(r['peak_memory_mib'], ',.0f')} "
             f"| {r['checkpoint_mib']:.2f} | {r['latency_ms_median']:.1f} |"
         )
-    failed = [
-        f"- **{r['strategy']}** failed: {r.get('reason', '?')}" for r in rows if r["status"] != "ok"
-    ]
-    return head + "\n".join(lines) + ("\n\n" + "\n".join(failed) if failed else "") + "\n"
+    return with_failures(head, lines, rows, "strategy")
 
 
 def write_report(report: Path, base: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from tunelab.compress.options import DistillOptions
 from tunelab.config.compress import CompressConfig, CompressOptions
 from tunelab.errors import TunelabError
+from tunelab.evaluation.tables import with_failures
 from tunelab.logs import say
 from tunelab.recipes.compress_source import Source, open_source
 from tunelab.runs.workdir import write_json, write_text
@@ -185,10 +186,7 @@ def markdown_table(rows: list[dict[str, Any]], generative: bool) -> str:
             f"| {r['examples_per_s_b32']:.1f} "
             f"| {_ratio(r['examples_per_s_b32'], base.get('examples_per_s_b32'))} |"
         )
-    failed = [
-        f"- **{r['method']}** failed: {r.get('reason', '?')}" for r in rows if r["status"] != "ok"
-    ]
-    return head + "\n".join(lines) + ("\n\n" + "\n".join(failed) if failed else "") + "\n"
+    return with_failures(head, lines, rows, "method")
 
 
 def write_report(report: Path, source: Source, rows: list[dict[str, Any]]) -> None:

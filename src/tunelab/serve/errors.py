@@ -27,14 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.errors import BadRequest, DeadlineExceeded, QueueFull, ShuttingDown, TunelabError
-from tunelab.serve.domain_errors import (
-    ClientGone,
-    EndpointNotServed,
-    GenerationFailed,
-    ModelFailed,
-    ModelLoading,
-    ModelNotServed,
-)
+from tunelab.serve import domain_errors as de
 
 log = logging.getLogger("tunelab.serve")
 
@@ -102,14 +95,14 @@ HTTP: dict[type[BaseException], Http] = {
     QueueFull: Http(429, "queue_full"),  # Retry-After: the error's retry_after
     DeadlineExceeded: Http(504, "timeout"),
     ShuttingDown: Http(503, "shutting_down", retry_after=5),
-    ModelLoading: Http(503, "model_loading"),  # Retry-After: the error's retry_after
-    ModelFailed: Http(503, "model_error"),
-    ModelNotServed: Http(404, "model_not_found"),
-    EndpointNotServed: Http(400, "unsupported_endpoint"),
-    ClientGone: Http(499, "client_closed"),
+    de.ModelLoading: Http(503, "model_loading"),  # Retry-After: the error's retry_after
+    de.ModelFailed: Http(503, "model_error"),
+    de.ModelNotServed: Http(404, "model_not_found"),
+    de.EndpointNotServed: Http(400, "unsupported_endpoint"),
+    de.ClientGone: Http(499, "client_closed"),
     BadRequest: Http(400),
     TunelabError: Http(400),
-    GenerationFailed: Http(500),
+    de.GenerationFailed: Http(500),
 }
 """Domain error -> its answer; the most specific class of an error wins. The message is the
 error's own; `param` is its `param` (BadRequest's)."""
@@ -161,7 +154,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(request: Request, exc: Exception) -> JSONResponse:
         return api_error(exc).response()
 
-    for cls in (TunelabError, GenerationFailed):  # subclasses: looked up along the MRO
+    for cls in (TunelabError, de.GenerationFailed):  # subclasses: looked up along the MRO
         app.add_exception_handler(cls, _domain)
 
 

@@ -17,16 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import Request
 
 from tunelab.errors import TunelabError
+from tunelab.serve import domain_errors as de
 from tunelab.serve.auth import KeyChecker
 from tunelab.serve.batching import MicroBatcher
-from tunelab.serve.domain_errors import (
-    ClientGone,
-    EndpointNotServed,
-    GenerationFailed,
-    ModelFailed,
-    ModelLoading,
-    ModelNotServed,
-)
 from tunelab.serve.limits import RateLimiter
 from tunelab.serve.loading import ModelHolder, Served
 from tunelab.serve.masking import mask_any
@@ -56,23 +49,23 @@ class ServeState:
         """The served model, if it is loaded and serves `endpoint`.
 
         Raises:
-            ModelFailed, ModelLoading: the model failed to load, or is not loaded yet.
-            ModelNotServed: `model` (the request's) names another model.
-            EndpointNotServed: the model is of the wrong kind for `endpoint`.
+            de.ModelFailed, de.ModelLoading: the model failed to load, or is not loaded yet.
+            de.ModelNotServed: `model` (the request's) names another model.
+            de.EndpointNotServed: the model is of the wrong kind for `endpoint`.
         """
         if self.holder.error:
-            raise ModelFailed(f"the model failed to load: {self.holder.error}")
+            raise de.ModelFailed(f"the model failed to load: {self.holder.error}")
         served = self.holder.served
         if served is None:
-            raise ModelLoading(
+            raise de.ModelLoading(
                 "the model is still loading: retry shortly (GET /ready says when)", retry_after=5
             )
         if model is not None and model != self.model_name:
-            raise ModelNotServed(
+            raise de.ModelNotServed(
                 f"model {model!r} is not served here: this server serves {self.model_name!r}"
             )
         if endpoint not in served.endpoints:
-            raise EndpointNotServed(
+            raise de.EndpointNotServed(
                 f"{self.model_name} is a {served.family} {served.kind} model and does not serve "
                 f"{endpoint}; it serves {', '.join(served.endpoints)}"
             )
@@ -138,7 +131,7 @@ async def until_disconnect(request: Request) -> None:
 
 async def unless_disconnected(request: Request, coro):
     """Await `coro`, cancelling it (and so dropping its queued work) if the client leaves:
-    then raises ClientGone."""
+    then raises de.ClientGone."""
     work = asyncio.ensure_future(coro)
     watch = asyncio.ensure_future(until_disconnect(request))
     try:
@@ -151,6 +144,6 @@ async def unless_disconnected(request: Request, coro):
     if work.done():
         return work.result()
     work.cancel()
-    with contextlib.suppress(asyncio.CancelledError, TunelabError, GenerationFailed):
+    with contextlib.suppress(asyncio.CancelledError, TunelabError, de.GenerationFailed):
         await work
-    raise ClientGone("the client closed the connection")
+    raise de.ClientGone("the client closed the connection")

@@ -94,3 +94,60 @@ def test_source_must_be_a_finished_fine_tuning_run(tmp_path, tiny_models):
         api.compress(tmp_path)
     with pytest.raises(TunelabError, match="not a tunelab run folder"):
         api.compress(tiny_models["encoder"])
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    """A tiny Llama fine-tuned (lora, merged) on toy prompt/response pairs."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from tests.conftest import build_tokenizer, tiny_config
+    from tests.integration.test_generative_finetune import toy_pairs
+
+    root = tmp_path_factory.mktemp("compress-lm")
+    folder = root / "llama"
+    tok = build_tokenizer(folder)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_config("decoder", len(tok))).save_pretrained(folder)
+    pairs = root / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in toy_pairs(72)))
+    cfg = api.build_config(
+        overrides={
+            "task": "causal_lm",
+            "strategy": "lora",
+            "model.name": str(folder),
+            "data.source": str(pairs),
+            "train.max_steps": 10,
+            "train.batch_size": 8,
+            "train.lr": 1e-2,
+            "train.threads": 1,
+            "run.merge": True,
+            "run.output_dir": str(root / "runs"),
+            "run.name": "lm",
+        }
+    )
+    return api.finetune(cfg, quiet=True).run_dir
+
+
+def test_a_language_model_run_compresses_and_still_generates(lm_run, tmp_path):
+    cfg = api.build_compress_config(
+        overrides={
+            "compress.methods": "int8-dynamic,bf16,prune-layers-1,gguf-f16",
+            "compress.output_dir": str(tmp_path / "r"),
+            "compress.recovery_steps": 2,
+            "compress.latency_examples": 2,
+            "compress.threads": 1,
+        }
+    )
+    report, rows = api.compress(lm_run, cfg, quiet=True)
+    by = {r["method"]: r for r in rows}
+    assert {"perplexity", "bleu", "chrf", "tokens_per_s_b1"} <= set(by["original"])
+    for method in ("int8-dynamic", "bf16", "prune-layers-1"):
+        assert by[method]["status"] == "ok", by[method]
+        out = api.generate(str(report / "runs" / method), ["match goal 1"], batch_size=1)
+        assert len(out) == 1 and out[0].finish_reason in ("length", "stop")
+    assert by["prune-layers-1"]["params"] < by["original"]["params"]
+    # the toy tokenizer is a WordLevel one: GGUF (byte-level BPE only) is refused, recorded
+    assert by["gguf-f16"]["status"] == "failed" and "tokenizer" in by["gguf-f16"]["reason"]
+    assert "| perplexity | BLEU | chrF |" in (report / "report.md").read_text()

@@ -149,9 +149,9 @@ def markdown_table(rows: list[dict[str, Any]], generative: bool) -> str:
     base, fp32 = ok.get(ORIGINAL, {}), ok.get(ORIGINAL_FP32, {})
     if generative:
         head = (
-            "| method | perplexity | size (MiB) | smaller | params | peak memory (MiB) "
-            "| tokens/s b1 | speed-up b1 | tokens/s batch | speed-up batch |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            "| method | perplexity | BLEU | chrF | size (MiB) | smaller | params "
+            "| peak memory (MiB) | tokens/s b1 | speed-up b1 | tokens/s batch | speed-up batch |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         )
     else:
         head = (
@@ -171,7 +171,8 @@ def markdown_table(rows: list[dict[str, Any]], generative: bool) -> str:
                 (k for k in r if k.startswith("tokens_per_s_b") and k != "tokens_per_s_b1"), None
             )
             lines.append(
-                f"| {r['method']} | {r['perplexity']:.2f} | {r['size_mib']:.1f} | {smaller} "
+                f"| {r['method']} | {r['perplexity']:.2f} | {r['bleu']:.2f} | {r['chrf']:.2f} "
+                f"| {r['size_mib']:.1f} | {smaller} "
                 f"| {params} | {r['peak_memory_mib']:,.0f} | {r['tokens_per_s_b1']:.1f} "
                 f"| {_ratio(r['tokens_per_s_b1'], base.get('tokens_per_s_b1'))} "
                 f"| {r.get(b, 0):.1f} | {_ratio(r.get(b), base.get(b))} |"
@@ -221,7 +222,11 @@ def write_report(report: Path, source: Source, rows: list[dict[str, Any]]) -> No
             ("size_mib", "size on disk (MiB)", False, "quality-vs-size.png"),
         ],
     )
-    what = "perplexity of the test responses" if gen else "accuracy and macro-F1"
+    what = (
+        "perplexity of the test responses, BLEU and chrF of greedy outputs on 50 of them"
+        if gen
+        else "accuracy and macro-F1"
+    )
     text = (
         f"# Compression of {source.run.name} ({source.marker.base_model}, {source.marker.task})\n\n"
         f"Every method applied to the same run and measured the same way, beside the original: "

@@ -105,6 +105,18 @@ def measure_classifier(
     }
 
 
+def _generation_quality(loaded, prompts: list[str], refs: list[str], opts) -> dict[str, float]:
+    """BLEU and chrF of greedy outputs against the references (the first 50 test pairs)."""
+    from tunelab.decoding import generate
+    from tunelab.evaluation.text_metrics import TextMetrics
+
+    outs = generate(loaded.model, loaded.tokenizer, prompts, opts, batch_size=8)
+    metrics = TextMetrics()
+    metrics.update([o.text.strip() for o in outs], refs)
+    m = metrics.compute()
+    return {"bleu": m["bleu"], "chrf": m["chrf"], "generated_pairs": len(prompts)}
+
+
 def measure_lm(run: Path, source: Source, opts: CompressOptions) -> dict[str, Any]:
     from tunelab.decoding import DecodingOptions, generate
     from tunelab.evaluation.scoring import corpus_perplexity, score
@@ -118,6 +130,7 @@ def measure_lm(run: Path, source: Source, opts: CompressOptions) -> dict[str, An
     refs = [p["response"] for p in pairs]
     scored = score(loaded.model, loaded.tokenizer, refs, prompts, batch_size=8)
     opts_dec = DecodingOptions(max_new_tokens=32)
+    quality = _generation_quality(loaded, prompts[:50], refs[:50], opts_dec)
     few = prompts[: max(1, min(8, opts.latency_examples))]
     generate(loaded.model, loaded.tokenizer, few[:1], DecodingOptions(max_new_tokens=2))
     speed = {}
@@ -128,6 +141,7 @@ def measure_lm(run: Path, source: Source, opts: CompressOptions) -> dict[str, An
         speed[f"tokens_per_s_b{bs}"] = round(sum(len(o.token_ids) for o in outs) / seconds, 1)
     return {
         "perplexity": corpus_perplexity(scored),
+        **quality,
         "test_examples": len(pairs),
         "load_seconds": round(load_s, 2),
         "params": _params(loaded.model),

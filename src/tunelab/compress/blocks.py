@@ -22,12 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.strategies.layers import block_groups, layer_groups
+
+_T = TypeVar("_T")
 
 # ---------------------------------------------------------------------------------------------
 # the blocks and what is in them
@@ -133,16 +136,7 @@ def _attention_of(block: nn.Module) -> _Attention | None:
 
 
 def _attentions(model: nn.Module) -> list[tuple[_Block, _Attention]]:
-    out = []
-    for block in _blocks(model):
-        att = _attention_of(block.module)
-        if att is None:
-            raise TunelabError(
-                f"head pruning supports BERT-, Llama- and T5-style self-attention; block "
-                f"{block.key} of {type(model).__name__} has none: use --methods prune-N or wanda-N"
-            )
-        out.append((block, att))
-    return out
+    return _per_block(model, _attention_of, "head pruning", "self-attention")
 
 
 @dataclass
@@ -170,15 +164,22 @@ def _ffn_of(block: nn.Module) -> _Ffn | None:
 
 
 def _ffns(model: nn.Module) -> list[tuple[_Block, _Ffn]]:
+    return _per_block(model, _ffn_of, "FFN pruning", "feed-forward layers")
+
+
+def _per_block(
+    model: nn.Module, find: Callable[[nn.Module], _T | None], method: str, part: str
+) -> list[tuple[_Block, _T]]:
+    """What `find` finds in each block, or a TunelabError naming the first block without it."""
     out = []
     for block in _blocks(model):
-        ffn_ = _ffn_of(block.module)
-        if ffn_ is None:
+        found = find(block.module)
+        if found is None:
             raise TunelabError(
-                f"FFN pruning supports BERT-, Llama- and T5-style feed-forward layers; block "
+                f"{method} supports BERT-, Llama- and T5-style {part}; block "
                 f"{block.key} of {type(model).__name__} has none: use --methods prune-N or wanda-N"
             )
-        out.append((block, ffn_))
+        out.append((block, found))
     return out
 
 

@@ -24,6 +24,7 @@ an encoder-decoder.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -116,6 +117,22 @@ def _shrink_attention(att: _Attention, keep: list[int]) -> None:
         m.n_heads, m.inner_dim = len(keep), len(keep) * d
 
 
+def _applied(
+    model: nn.Module,
+    apply: Callable[[nn.Module, dict], None],
+    method: str,
+    found: dict,
+    how: str,
+    fraction: float,
+) -> dict:
+    """Prune `model` by the plan {"method", **found, "importance": how, "fraction"} (`apply`
+    replays it); the plan with the parameter counts before and after."""
+    plan = {"method": method, **found, "importance": how, "fraction": fraction}
+    before = count_params(model)
+    apply(model, plan)
+    return {**plan, "params_before": before, "params_after": count_params(model)}
+
+
 # ---------------------------------------------------------------------------------------------
 # heads
 
@@ -155,16 +172,11 @@ def heads(model: nn.Module, fraction: float, batches: list[dict]) -> dict:
             remove -= 1
             group = atts[pos][1].group
             removed.setdefault(pos, []).extend(range(g * group, (g + 1) * group))
-    before = count_params(model)
-    plan = {
-        "method": "heads",
+    found = {
         "heads": {atts[p][0].key: sorted(hs) for p, hs in sorted(removed.items())},
         "num_heads": {b.key: a.num_heads for b, a in atts},
-        "importance": how,
-        "fraction": fraction,
     }
-    apply_head_plan(model, plan)
-    return {**plan, "params_before": before, "params_after": count_params(model)}
+    return _applied(model, apply_head_plan, "heads", found, how, fraction)
 
 
 def apply_head_plan(model: nn.Module, plan: dict) -> None:
@@ -220,16 +232,8 @@ def ffn(model: nn.Module, fraction: float, batches: list[dict]) -> dict:
             f"{fraction:.0%} of the FFN neurons is none at all: "
             "choose a larger --methods prune-ffn-N"
         )
-    before = count_params(model)
-    plan = {
-        "method": "ffn",
-        "ffn": removed,
-        "width": {b.key: f.out.in_features for b, f in ffns},
-        "importance": how,
-        "fraction": fraction,
-    }
-    apply_ffn_plan(model, plan)
-    return {**plan, "params_before": before, "params_after": count_params(model)}
+    found = {"ffn": removed, "width": {b.key: f.out.in_features for b, f in ffns}}
+    return _applied(model, apply_ffn_plan, "ffn", found, how, fraction)
 
 
 def apply_ffn_plan(model: nn.Module, plan: dict) -> None:

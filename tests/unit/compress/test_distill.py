@@ -1,5 +1,6 @@
-"""Knowledge distillation: the student make_student builds, the losses, and training through
-plain AdamW and through the one training loop with the teacher left untouched.
+"""Knowledge distillation: the Distiller's losses, and training through plain AdamW and
+through the one training loop with the teacher left untouched (make_student's students:
+test_distill_student.py).
 
 Teachers are tiny 4-layer models built from conftest's configs (so `half` keeps 2 blocks);
 exact checks run in eval mode (no dropout) through `Distiller.objective`.
@@ -16,209 +17,29 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from tests.conftest import tiny_config, toy_examples
+from tests.conftest import toy_examples
+from tests.unit.compress.conftest import (
+    VOCAB,
+    assert_one_line,
+    batch_for,
+    distill_model,
+)
 from tunelab.compress.distill import (
     Distiller,
     check_vocab,
     jsd_loss,
     kl_loss,
     make_student,
-    student_layers,
 )
 from tunelab.compress.distill_cache import attach_teacher_logits, cache_teacher_logits
 from tunelab.compress.options import DistillOptions
 from tunelab.errors import TunelabError
 
-VOCAB = 64
 LABELS = ["money", "sport", "tech"]
-STACKS = {
-    "bert-cls": ["bert.encoder.layer"],
-    "llama-lm": ["model.layers"],
-    "llama-cls": ["model.layers"],
-    "t5": ["encoder.block", "decoder.block"],
-}
-
-
-def build(kind: str, depth: int = 4, vocab: int = VOCAB, seed: int = 0, **config_kw) -> nn.Module:
-    """A tiny random teacher of `depth` blocks per stack with its task head."""
-    from transformers import (
-        BertForSequenceClassification,
-        LlamaForCausalLM,
-        LlamaForSequenceClassification,
-        T5ForConditionalGeneration,
-    )
-
-    family = {"bert-cls": "encoder", "t5": "encoder-decoder"}.get(kind, "decoder")
-    config = tiny_config(family, vocab)
-    if kind == "t5":
-        config.num_layers = config.num_decoder_layers = depth
-    else:
-        config.num_hidden_layers = depth
-    config.num_labels = 3
-    for key, value in config_kw.items():
-        setattr(config, key, value)
-    cls = {
-        "bert-cls": BertForSequenceClassification,
-        "llama-lm": LlamaForCausalLM,
-        "llama-cls": LlamaForSequenceClassification,
-        "t5": T5ForConditionalGeneration,
-    }[kind]
-    torch.manual_seed(seed)
-    return cls(config).eval()
-
-
-def batch_for(kind: str, seed: int = 1) -> dict[str, torch.Tensor]:
-    """Three examples, the last one padded; LM labels are -100 on a 3-token prompt and pads."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, VOCAB, (3, 9), generator=g)
-    mask = torch.ones_like(ids)
-    mask[2, -2:] = 0
-    ids[2, -2:] = 0
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if kind.endswith("-cls"):
-        batch["labels"] = torch.tensor([0, 1, 2])
-    elif kind == "t5":
-        labels = torch.randint(5, VOCAB, (3, 5), generator=g)
-        labels[1, -2:] = -100
-        batch["labels"] = labels
-    else:
-        labels = ids.clone()
-        labels[:, :3] = -100
-        labels[mask == 0] = -100
-        batch["labels"] = labels
-    return batch
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_one_line(exc: pytest.ExceptionInfo) -> None:
-    assert "\n" not in str(exc.value)
-
-
-# --- make_student --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "depth,layers,kept",
-    [
-        (4, "half", [0, 2]),
-        (5, "half", [0, 2, 4]),
-        (6, 3, [0, 3, 5]),
-        (4, "3", [0, 2, 3]),
-        (12, 6, [0, 2, 4, 7, 9, 11]),
-        (4, 1, [3]),
-    ],
-)
-def test_student_layers(depth, layers, kept):
-    assert student_layers(depth, layers) == kept
-
-
-@pytest.mark.parametrize("depth,layers", [(1, "half"), (4, 4), (4, 9), (4, 0), (4, "two")])
-def test_student_layers_refuses_what_is_not_smaller(depth, layers):
-    with pytest.raises(TunelabError) as exc:
-        student_layers(depth, layers)
-    assert_one_line(exc)
-
-
-@pytest.mark.parametrize("kind", list(STACKS))
-def test_make_student_keeps_every_second_block_and_the_rest(kind):
-    teacher = build(kind)
-    student = make_student(teacher)
-    assert type(student) is type(teacher)
-    t_state, s_state = teacher.state_dict(), student.state_dict()
-    for path in STACKS[kind]:
-        assert len(student.get_submodule(path)) == 2
-        for i, j in enumerate([0, 2]):
-            names = [n for n in s_state if n.startswith(f"{path}.{i}.")]
-            assert names
-            for name in names:
-                source = name.replace(f"{path}.{i}.", f"{path}.{j}.", 1)
-                assert torch.equal(s_state[name], t_state[source]), name
-    in_blocks = tuple(f"{p}." for p in STACKS[kind])
-    rest = [n for n in s_state if not n.startswith(in_blocks)]
-    assert rest  # embeddings, final norms, the head
-    for name in rest:
-        assert torch.equal(s_state[name], t_state[name]), name
-    assert sum(p.numel() for p in student.parameters()) < sum(
-        p.numel() for p in teacher.parameters()
-    )
-    out = student(**batch_for(kind))
-    assert torch.isfinite(out.loss)
-
-
-def test_make_student_spreads_n_blocks_and_counts_them_in_the_config():
-    teacher = build("llama-lm")
-    student = make_student(teacher, "3")
-    assert student.config.num_hidden_layers == 3 == len(student.model.layers)
-    assert teacher.config.num_hidden_layers == 4  # the teacher's config is not touched
-    for i, j in enumerate([0, 2, 3]):
-        assert torch.equal(
-            student.model.layers[i].mlp.up_proj.weight, teacher.model.layers[j].mlp.up_proj.weight
-        )
-
-
-def test_t5_student_of_one_block_takes_the_position_bias_of_block_0():
-    teacher = build("t5")
-    student = make_student(teacher, 1)
-    assert student.config.num_layers == student.config.num_decoder_layers == 1
-    for stack in ("encoder", "decoder"):
-        s, t = student.get_submodule(f"{stack}.block"), teacher.get_submodule(f"{stack}.block")
-        attn, t0, t3 = s[0].layer[0].SelfAttention, t[0].layer[0].SelfAttention, t[3].layer[0]
-        assert torch.equal(attn.relative_attention_bias.weight, t0.relative_attention_bias.weight)
-        assert torch.equal(attn.q.weight, t3.SelfAttention.q.weight)
-    assert torch.isfinite(student(**batch_for("t5")).loss)
-
-
-def test_llama_student_renumbers_its_blocks_and_generates_with_a_cache():
-    teacher = build("llama-lm")
-    student = make_student(teacher).eval()
-    assert [layer.self_attn.layer_idx for layer in student.model.layers] == [0, 1]
-    prompt = batch_for("llama-lm")["input_ids"][:1, :4]
-    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
-    cached = student.generate(prompt, use_cache=True, **kw)
-    uncached = student.generate(prompt, use_cache=False, **kw)
-    assert torch.equal(cached, uncached)
-
-
-def test_per_layer_types_are_sliced_with_the_blocks():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        use_sliding_window=True,
-        sliding_window=4,
-        max_window_layers=2,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    teacher = Qwen2ForCausalLM(config).eval()
-    types = teacher.config.layer_types
-    student = make_student(teacher).eval()
-    assert student.config.layer_types == [types[0], types[2]]
-    prompt = batch_for("llama-lm")["input_ids"][:1, :4]
-    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
-    assert torch.equal(
-        student.generate(prompt, use_cache=True, **kw),
-        student.generate(prompt, use_cache=False, **kw),
-    )
-
-
-def test_make_student_refuses_in_one_line():
-    for bad, layers in [
-        (nn.Linear(4, 4), "half"),
-        (build("llama-lm", depth=1), "half"),
-        (build("bert-cls"), 4),
-    ]:
-        with pytest.raises(TunelabError) as exc:
-            make_student(bad, layers)
-        assert_one_line(exc)
 
 
 # --- the Distiller ---------------------------------------------------------------------------
@@ -227,7 +48,7 @@ def test_make_student_refuses_in_one_line():
 def test_teacher_is_frozen_and_hidden_from_parameters_and_state_dict():
     from tunelab.training.optim import build_optimizer
 
-    teacher = build("llama-lm")
+    teacher = distill_model("llama-lm")
     student = make_student(teacher)
     d = Distiller(student, teacher, DistillOptions())
     teacher_ids = {id(p) for p in teacher.parameters()}
@@ -246,7 +67,7 @@ def test_teacher_is_frozen_and_hidden_from_parameters_and_state_dict():
 
 
 def test_a_student_sharing_the_teachers_weights_is_refused():
-    teacher = build("bert-cls")
+    teacher = distill_model("bert-cls")
     with pytest.raises(TunelabError) as exc:
         Distiller(teacher, teacher, DistillOptions())
     assert_one_line(exc)
@@ -255,7 +76,7 @@ def test_a_student_sharing_the_teachers_weights_is_refused():
 @pytest.mark.parametrize("loss", ["kl", "jsd"])
 @pytest.mark.parametrize("kind", ["bert-cls", "llama-lm", "t5"])
 def test_soft_loss_is_zero_for_a_copy_of_the_teacher(kind, loss):
-    teacher = build(kind)
+    teacher = distill_model(kind)
     d = Distiller(copy.deepcopy(teacher), teacher, DistillOptions(alpha=1.0, loss=loss)).eval()
     out = d.objective(**batch_for(kind))
     assert out.loss.abs().item() < 1e-6
@@ -271,7 +92,7 @@ def hand_kl(s: torch.Tensor, t: torch.Tensor, temp: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("temp", [1.0, 2.0, 4.0])
 def test_kl_is_t_squared_times_forward_kl_over_the_target_tokens(temp):
-    teacher = build("llama-lm")
+    teacher = distill_model("llama-lm")
     student = make_student(teacher)
     batch = batch_for("llama-lm")
     d = Distiller(student, teacher, DistillOptions(temperature=temp, alpha=1.0)).eval()
@@ -288,7 +109,7 @@ def test_kl_is_t_squared_times_forward_kl_over_the_target_tokens(temp):
 
 
 def test_classifier_kl_covers_every_example():
-    teacher = build("bert-cls")
+    teacher = distill_model("bert-cls")
     student = make_student(teacher)
     batch = batch_for("bert-cls")
     d = Distiller(student, teacher, DistillOptions(temperature=3.0)).eval().to(torch.float64)
@@ -298,7 +119,7 @@ def test_classifier_kl_covers_every_example():
 
 
 def test_alpha_weighs_soft_against_task_loss():
-    teacher = build("t5")
+    teacher = distill_model("t5")
     student = make_student(teacher)
     batch = batch_for("t5")
     with torch.no_grad():
@@ -330,7 +151,7 @@ def test_jsd_is_symmetric_bounded_and_zero_for_equal_distributions():
 
 
 def test_hidden_mse_is_added_with_its_weight():
-    teacher = build("bert-cls")
+    teacher = distill_model("bert-cls")
     batch = batch_for("bert-cls")
     d = Distiller(make_student(teacher), teacher, DistillOptions(hidden_weight=0.5)).eval()
     out = d.objective(**batch)
@@ -342,8 +163,8 @@ def test_hidden_mse_is_added_with_its_weight():
 
 
 def test_a_narrower_student_gets_a_trained_projection():
-    teacher = build("t5")
-    narrow = build("t5", depth=2, d_model=16, d_kv=8, d_ff=32)
+    teacher = distill_model("t5")
+    narrow = distill_model("t5", depth=2, d_model=16, d_kv=8, d_ff=32)
     d = Distiller(narrow, teacher, DistillOptions(hidden_weight=1.0))
     assert isinstance(d.projection, nn.Linear)
     assert (d.projection.in_features, d.projection.out_features) == (16, 32)
@@ -353,7 +174,7 @@ def test_a_narrower_student_gets_a_trained_projection():
 
 
 def test_eval_mode_returns_the_students_own_loss():
-    teacher = build("llama-lm")
+    teacher = distill_model("llama-lm")
     student = make_student(teacher)
     batch = batch_for("llama-lm")
     d = Distiller(student, teacher, DistillOptions()).eval()
@@ -365,7 +186,10 @@ def test_eval_mode_returns_the_students_own_loss():
 def test_mismatched_vocabulary_is_a_one_line_error(tiny_models):
     from transformers import AutoTokenizer
 
-    teacher, student = build("llama-lm"), build("llama-lm", depth=2, vocab=VOCAB + 7)
+    teacher, student = (
+        distill_model("llama-lm"),
+        distill_model("llama-lm", depth=2, vocab=VOCAB + 7),
+    )
     for call in (lambda: check_vocab(teacher, student), lambda: Distiller(student, teacher)):
         with pytest.raises(TunelabError, match="shared vocabulary") as exc:
             call()
@@ -373,7 +197,7 @@ def test_mismatched_vocabulary_is_a_one_line_error(tiny_models):
     tok = AutoTokenizer.from_pretrained(tiny_models["decoder"])
     other = copy.deepcopy(tok)
     other.add_tokens(["zebra"])
-    same = build("llama-lm", depth=2)
+    same = distill_model("llama-lm", depth=2)
     check_vocab(teacher, same, tok, copy.deepcopy(tok))
     with pytest.raises(TunelabError, match="shared vocabulary") as exc:
         check_vocab(teacher, same, tok, other)
@@ -381,8 +205,8 @@ def test_mismatched_vocabulary_is_a_one_line_error(tiny_models):
 
 
 def test_different_label_counts_are_a_one_line_error():
-    teacher = build("bert-cls")
-    student = build("bert-cls", depth=2, num_labels=4)
+    teacher = distill_model("bert-cls")
+    student = distill_model("bert-cls", depth=2, num_labels=4)
     d = Distiller(student, teacher)
     with pytest.raises(TunelabError) as exc:
         d.objective(**batch_for("bert-cls"))
@@ -393,7 +217,7 @@ def test_different_label_counts_are_a_one_line_error():
     "options", [dict(temperature=0), dict(alpha=1.5), dict(hidden_weight=-1), dict(loss="mse")]
 )
 def test_bad_options_name_their_flag(options):
-    teacher = build("bert-cls", depth=2)
+    teacher = distill_model("bert-cls", depth=2)
     with pytest.raises(TunelabError, match="--distill.") as exc:
         Distiller(copy.deepcopy(teacher), teacher, DistillOptions(**options))
     assert_one_line(exc)
@@ -404,7 +228,7 @@ def test_bad_options_name_their_flag(options):
 
 @pytest.mark.parametrize("kind,loss", [("bert-cls", "kl"), ("llama-lm", "kl"), ("t5", "jsd")])
 def test_loss_falls_and_only_the_student_trains(kind, loss):
-    teacher = build(kind)
+    teacher = distill_model(kind)
     student = make_student(teacher)
     before_t, before_s = snapshot(teacher), snapshot(student)
     batch = batch_for(kind)
@@ -438,7 +262,7 @@ def test_the_training_loop_trains_the_student_and_checkpoints_only_it(tiny_model
     batch = collate([data[i] for i in range(len(data))])
     # a teacher that knows the task (15 full-batch steps), a student whose head starts afresh,
     # so the student has the teacher's outputs to learn
-    teacher = build("bert-cls", vocab=len(tok), hidden_dropout_prob=0.0).train()
+    teacher = distill_model("bert-cls", vocab=len(tok), hidden_dropout_prob=0.0).train()
     optimizer = torch.optim.AdamW(teacher.parameters(), lr=1e-2)
     for _ in range(15):
         teacher(**batch).loss.backward()
@@ -481,7 +305,7 @@ def test_the_training_loop_trains_the_student_and_checkpoints_only_it(tiny_model
 def test_cached_teacher_logits_give_the_live_teachers_loss(kind):
     from tunelab.tasks.causal_lm import make_collate
 
-    teacher = build(kind)
+    teacher = distill_model(kind)
     student = make_student(teacher)
     full = batch_for(kind)
     lengths = [9, 6, 7, 8]  # unpadded examples of different lengths
@@ -529,38 +353,3 @@ def test_kl_loss_gradient_keeps_its_size_across_temperatures():
     raw_loss = F.kl_div(F.log_softmax(s / 40, -1), F.softmax(t / 40, -1), reduction="batchmean")
     (raw,) = torch.autograd.grad(raw_loss, s)
     assert raw.abs().sum() < grads[1].abs().sum() / 100
-
-
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers' own, on bert2bert labels
-def test_bert2bert_student_halves_its_encoder_and_its_decoder():
-    from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
-
-    def bert(**kw):
-        return BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            **kw,
-        )
-
-    config = EncoderDecoderConfig.from_encoder_decoder_configs(
-        bert(), bert(is_decoder=True, add_cross_attention=True)
-    )
-    config.decoder_start_token_id, config.pad_token_id = 2, 0
-    torch.manual_seed(0)
-    teacher = EncoderDecoderModel(config).eval()
-    student = make_student(teacher)
-    assert len(student.encoder.encoder.layer) == len(student.decoder.bert.encoder.layer) == 2
-    assert student.config.encoder.num_hidden_layers == student.config.decoder.num_hidden_layers
-    assert teacher.config.decoder.num_hidden_layers == 4
-    for side, path in (
-        ("encoder", "encoder.encoder.layer"),
-        ("decoder", "decoder.bert.encoder.layer"),
-    ):
-        s, t = student.get_submodule(path), teacher.get_submodule(path)
-        assert torch.equal(s[1].output.dense.weight, t[2].output.dense.weight), side
-    batch = batch_for("t5")
-    d = Distiller(student, teacher, DistillOptions(alpha=1.0)).eval()
-    assert torch.isfinite(d.objective(**batch).loss)

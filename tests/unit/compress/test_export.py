@@ -13,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import build_tokenizer, distinct_features, tiny_config, toy_examples
+from tests.conftest import build_tokenizer, distinct_features, toy_examples
+from tests.unit.compress.conftest import tiny_model
 from tunelab.compress import onnx_export
 from tunelab.compress.export import (
     OnnxClassifier,
@@ -43,10 +44,7 @@ def bert(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("onnx")
     tok = build_tokenizer(root / "tok")
-    torch.manual_seed(0)
-    config = tiny_config("encoder", len(tok))
-    config.num_labels = 3
-    model = BertForSequenceClassification(config).eval()
+    model = tiny_model(BertForSequenceClassification, "encoder", len(tok), num_labels=3)
     distinct_features(model)
     with torch.no_grad():  # default-init logits differ by ~0.01: too close for an argmax test
         model.classifier.weight.mul_(30)
@@ -163,10 +161,7 @@ def test_decoder_classifier_exports(tmp_path):
     from transformers import LlamaForSequenceClassification
 
     tok = build_tokenizer(tmp_path / "tok")
-    torch.manual_seed(0)
-    config = tiny_config("decoder", len(tok))
-    config.num_labels = 3
-    model = LlamaForSequenceClassification(config).eval()
+    model = tiny_model(LlamaForSequenceClassification, "decoder", len(tok), num_labels=3)
     path = to_onnx(model, tok, tmp_path / "llama.onnx")
     assert onnx_info(path)["inputs"] == ["input_ids", "attention_mask"]
     for rows in (1, 3):  # padded rows: the head reads each row's last real token
@@ -177,10 +172,7 @@ def test_t5_classifier_exports_with_eager_attention(tmp_path):
     from transformers import T5ForSequenceClassification
 
     tok = build_tokenizer(tmp_path / "tok")
-    torch.manual_seed(0)
-    config = tiny_config("encoder-decoder", len(tok))
-    config.num_labels = 3
-    model = T5ForSequenceClassification(config).eval()
+    model = tiny_model(T5ForSequenceClassification, "encoder-decoder", len(tok), num_labels=3)
     path = to_onnx(model, tok, tmp_path / "t5.onnx")
     # torch 2.13 fails on T5's SDPA path (a view after transpose under symbolic shapes); the
     # retry with eager attention stays on dynamo. Either is right once torch fixes it.
@@ -256,10 +248,8 @@ def llama():
     from transformers import LlamaForCausalLM
 
     tok = _bpe_tokenizer()
-    torch.manual_seed(0)
-    config = tiny_config("decoder", len(tok))
-    config.bos_token_id, config.eos_token_id, config.pad_token_id = 1, 2, 0
-    model = LlamaForCausalLM(config).eval()
+    ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = tiny_model(LlamaForCausalLM, "decoder", len(tok), **ids)
     with torch.no_grad():  # default init leaves the top logits ~1e-3 apart: f16 could swap them
         for p in model.parameters():
             if p.ndim == 2:
@@ -342,10 +332,7 @@ def test_gguf_tied_embeddings_have_no_output_tensor(tmp_path):
     from transformers import LlamaForCausalLM
 
     tok = _bpe_tokenizer()
-    torch.manual_seed(0)
-    config = tiny_config("decoder", len(tok))
-    config.tie_word_embeddings = True
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_model(LlamaForCausalLM, "decoder", len(tok), tie_word_embeddings=True)
     path = to_gguf(model, None, tmp_path / "tied.gguf")  # weights only: no tokenizer metadata
     reader = gguf.GGUFReader(path)
     assert "output.weight" not in {t.name for t in reader.tensors}
@@ -361,8 +348,7 @@ def test_gguf_pads_the_vocabulary_to_the_embedding_rows(tmp_path):
     from transformers import LlamaForCausalLM
 
     tok = _bpe_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config("decoder", len(tok) + 20)).eval()  # rows padded to 320
+    model = tiny_model(LlamaForCausalLM, "decoder", len(tok) + 20)  # rows padded to 320
     path = to_gguf(model, tok, tmp_path / "padded.gguf")
     reader = gguf.GGUFReader(path)
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()

@@ -7,120 +7,49 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tests.unit.compress.conftest import (
+    VOCAB,
+    calibration,
+    generates,
+    prune_model,
+    reload,
+    run,
+    weights,
+)
 from tunelab.compress import blocks, prune, structured
 from tunelab.errors import TunelabError
 
-VOCAB = 64
-KINDS = ("bert", "llama", "llama-gqa", "t5", "t5-gated")
+
+def pruned(kind: str, method, amount) -> tuple[nn.Module, nn.Module, list[dict], int, dict]:
+    """A model of `kind` pruned by `method` (structured.heads, ffn or layers) on its
+    calibration batches: the model, a copy from before, the batches, the parameter count
+    before, and the plan (JSON-able)."""
+    model = prune_model(kind)
+    original = copy.deepcopy(model)
+    batches = calibration(kind)
+    before = prune.count_params(model)
+    plan = method(model, amount, batches)
+    json.dumps(plan)
+    return model, original, batches, before, plan
 
 
-def build(kind: str, seed: int = 0) -> nn.Module:
-    from transformers import (
-        BertConfig,
-        BertForSequenceClassification,
-        LlamaConfig,
-        LlamaForCausalLM,
-        T5Config,
-        T5ForConditionalGeneration,
-    )
-
-    torch.manual_seed(seed)
-    if kind == "bert":
-        config = BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            num_labels=3,
-        )
-        model = BertForSequenceClassification(config)
-    elif kind.startswith("llama"):
-        config = LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2 if kind == "llama-gqa" else 4,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
-        model = LlamaForCausalLM(config)
-    else:
-        config = T5Config(
-            vocab_size=VOCAB,
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=3,
-            num_decoder_layers=3,
-            num_heads=4,
-            feed_forward_proj="gated-gelu" if kind == "t5-gated" else "relu",
-            pad_token_id=0,
-            eos_token_id=2,
-            decoder_start_token_id=0,
-        )
-        model = T5ForConditionalGeneration(config)
-    return model.eval()
+def same_function(model: nn.Module, reference: nn.Module, batches: list[dict], kind: str) -> None:
+    """`model` computes what `reference` does on `batches`, and (but BERT) generates."""
+    for batch in batches:
+        torch.testing.assert_close(run(model, batch), run(reference, batch), atol=1e-5, rtol=1e-4)
+    if kind != "bert":
+        generates(model)
 
 
-def calibration(kind: str, n: int = 2, seed: int = 1) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(3, VOCAB, (2, 8), generator=g)
-        mask = torch.ones_like(ids)
-        ids[1, 5:], mask[1, 5:] = 0, 0
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if kind == "bert":
-            batch["labels"] = torch.tensor([0, 2])
-        out.append(batch)
-    return out
-
-
-def run(model: nn.Module, batch: dict) -> torch.Tensor:
-    kw = {k: v for k, v in batch.items() if k != "labels"}
-    if model.config.is_encoder_decoder:
-        kw["decoder_input_ids"] = model._shift_right(batch["input_ids"])
-    with torch.no_grad():
-        return model(**kw).logits
-
-
-def weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict as safetensors can write it (tied tensors as copies)."""
-    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-
-
-def reload(model: nn.Module, config, apply=None, plan: dict | None = None, tmp=None) -> nn.Module:
-    """Save the pruned weights, rebuild the model from `config` (other random weights),
-    re-apply the plan after a JSON round trip (as the run marker stores it), load strictly."""
-    save_file(weights(model), tmp / "model.safetensors")
-    torch.manual_seed(123)
-    other = type(model)(copy.deepcopy(config)).eval()
-    if apply is not None:
-        apply(other, json.loads(json.dumps(plan)))
-    other.load_state_dict(load_file(tmp / "model.safetensors"), strict=True)
-    return other.eval()
-
-
-def generates(model: nn.Module) -> None:
-    ids = torch.tensor([[5, 6, 7, 8]])
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False
-        )
-    assert out.shape[1] >= 3
-
-
-def linear_names(model: nn.Module) -> list[str]:
-    return [n for n, _ in blocks._prunable(model)]
+def reloads(model: nn.Module, config, apply, plan: dict, batches: list[dict], tmp) -> nn.Module:
+    """The model rebuilt from `config` with `plan` re-applied and `model`'s saved weights
+    loaded: it gives exactly `model`'s outputs on `batches`."""
+    other = reload(model, config, apply, plan, tmp)
+    for batch in batches:
+        assert torch.equal(run(other, batch), run(model, batch))
+    return other
 
 
 # ------------------------------------------------------------------------------- unstructured
@@ -129,7 +58,7 @@ def linear_names(model: nn.Module) -> list[str]:
 @pytest.mark.parametrize("kind", ["bert", "llama", "t5"])
 @pytest.mark.parametrize("per_layer", [False, True])
 def test_magnitude_hits_target_and_zeros_survive_save_load(kind, per_layer, tmp_path):
-    model = build(kind)
+    model = prune_model(kind)
     untouched = dict(copy.deepcopy(model).named_parameters())
     linears = blocks._prunable(model)
     report = prune.magnitude(model, 0.4, per_layer=per_layer)
@@ -157,7 +86,7 @@ def test_magnitude_hits_target_and_zeros_survive_save_load(kind, per_layer, tmp_
 
 
 def test_global_and_per_layer_magnitude_differ():
-    a, b = build("bert"), build("bert")
+    a, b = prune_model("bert"), prune_model("bert")
     with torch.no_grad():  # one Linear with tiny weights: a global ranking empties it first
         a.bert.encoder.layer[0].intermediate.dense.weight.mul_(0.01)
         b.bert.encoder.layer[0].intermediate.dense.weight.mul_(0.01)
@@ -169,7 +98,7 @@ def test_global_and_per_layer_magnitude_differ():
 
 @pytest.mark.parametrize("kind", ["bert", "llama-gqa", "t5"])
 def test_wanda_prunes_per_row_by_weight_times_input_norm(kind):
-    model = build(kind)
+    model = prune_model(kind)
     original = copy.deepcopy(model)
     batches = calibration(kind)
     report = prune.wanda(model, batches, 0.5)
@@ -231,12 +160,7 @@ def zero_removed_heads(model: nn.Module, plan: dict) -> None:
 
 @pytest.mark.parametrize("kind", ["bert", "llama", "llama-gqa", "t5"])
 def test_heads_shrink_run_and_reload(kind, tmp_path):
-    model = build(kind)
-    original = copy.deepcopy(model)
-    batches = calibration(kind)
-    before = prune.count_params(model)
-    plan = structured.heads(model, 0.25, batches)
-    json.dumps(plan)
+    model, original, batches, before, plan = pruned(kind, structured.heads, 0.25)
 
     atts = blocks._attentions(model)
     total_before = sum(plan["num_heads"].values())
@@ -253,31 +177,26 @@ def test_heads_shrink_run_and_reload(kind, tmp_path):
     # pruning = masking those heads out of the original model (T5: the right bias rows too)
     reference = copy.deepcopy(original)
     zero_removed_heads(reference, plan)
-    for batch in batches:
-        torch.testing.assert_close(run(model, batch), run(reference, batch), atol=1e-5, rtol=1e-4)
-    if kind != "bert":
-        generates(model)
+    same_function(model, reference, batches, kind)
 
-    other = reload(model, original.config, structured.apply_head_plan, plan, tmp_path)
-    for batch in batches:
-        assert torch.equal(run(other, batch), run(model, batch))
+    other = reloads(model, original.config, structured.apply_head_plan, plan, batches, tmp_path)
     if kind != "bert":
         generates(other)
 
 
 def test_heads_keep_one_per_layer_and_refuse_more():
-    model = build("bert")
+    model = prune_model("bert")
     plan = structured.heads(model, 0.75, calibration("bert"))  # 12 of 16: one left in every layer
     assert all(len(v) == 3 for v in plan["heads"].values()) and len(plan["heads"]) == 4
     for _, att in blocks._attentions(model):
         assert att.num_heads == 1
-    with pytest.raises(TunelabError) as err:
-        structured.heads(build("bert"), 0.8, calibration("bert"))  # 13 of 16 cannot keep one each
+    with pytest.raises(TunelabError) as err:  # 13 of 16 cannot keep one each
+        structured.heads(prune_model("bert"), 0.8, calibration("bert"))
     assert "\n" not in str(err.value) and "prune-heads" in str(err.value)
 
 
 def test_heads_remove_the_one_that_does_nothing():
-    model = build("bert")
+    model = prune_model("bert")
     with torch.no_grad():  # head 2 of layer 1 writes nothing: its mask gradient is zero
         model.bert.encoder.layer[1].attention.output.dense.weight[:, 16:24] = 0
     plan = structured.heads(model, 1 / 16, calibration("bert"))
@@ -285,7 +204,7 @@ def test_heads_remove_the_one_that_does_nothing():
 
 
 def test_heads_without_a_loss_use_the_activation_proxy():
-    model = build("bert")
+    model = prune_model("bert")
     batches = [{k: v for k, v in b.items() if k != "labels"} for b in calibration("bert")]
     plan = structured.heads(model, 0.25, batches)
     assert plan["importance"] == "activation"
@@ -295,7 +214,7 @@ def test_heads_without_a_loss_use_the_activation_proxy():
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
 def test_heads_bad_fraction_is_one_line(fraction):
     with pytest.raises(TunelabError) as err:
-        structured.heads(build("llama"), fraction, calibration("llama"))
+        structured.heads(prune_model("llama"), fraction, calibration("llama"))
     assert "\n" not in str(err.value)
 
 
@@ -313,11 +232,11 @@ def test_unknown_architecture_is_one_line():
         prune.magnitude(nn.Sequential(nn.Linear(4, 4)), 0.5)
     assert "\n" not in str(err.value) and "cannot prune" in str(err.value)
     with pytest.raises(TunelabError):
-        prune.wanda(build("bert"), [], 0.5)
+        prune.wanda(prune_model("bert"), [], 0.5)
 
 
 def test_head_plan_for_another_shape_is_refused():
-    model = build("bert")
+    model = prune_model("bert")
     plan = structured.heads(model, 0.25, calibration("bert"))
     with pytest.raises(TunelabError):
         structured.apply_head_plan(model, plan)  # already pruned: 4 heads expected, fewer there
@@ -333,12 +252,7 @@ def ffn_params(kind: str, removed: int) -> int:
 
 @pytest.mark.parametrize("kind", ["bert", "llama", "t5", "t5-gated"])
 def test_ffn_shrink_run_and_reload(kind, tmp_path):
-    model = build(kind)
-    original = copy.deepcopy(model)
-    batches = calibration(kind)
-    before = prune.count_params(model)
-    plan = structured.ffn(model, 0.25, batches)
-    json.dumps(plan)
+    model, original, batches, before, plan = pruned(kind, structured.ffn, 0.25)
 
     assert all(len(v) == 16 for v in plan["ffn"].values())
     removed = sum(len(v) for v in plan["ffn"].values())
@@ -350,18 +264,13 @@ def test_ffn_shrink_run_and_reload(kind, tmp_path):
     with torch.no_grad():
         for block, f in blocks._ffns(reference):
             f.out.weight[:, plan["ffn"][block.key]] = 0
-    for batch in batches:
-        torch.testing.assert_close(run(model, batch), run(reference, batch), atol=1e-5, rtol=1e-4)
-    if kind != "bert":
-        generates(model)
+    same_function(model, reference, batches, kind)
 
-    other = reload(model, original.config, structured.apply_ffn_plan, plan, tmp_path)
-    for batch in batches:
-        assert torch.equal(run(other, batch), run(model, batch))
+    reloads(model, original.config, structured.apply_ffn_plan, plan, batches, tmp_path)
 
 
 def test_ffn_removes_the_neuron_that_does_nothing():
-    model = build("llama")
+    model = prune_model("llama")
     with torch.no_grad():
         model.model.layers[2].mlp.down_proj.weight[:, 7] = 0
     plan = structured.ffn(model, 1 / 64, calibration("llama"))
@@ -381,12 +290,7 @@ def block_params(model: nn.Module, stack: str, index: int) -> int:
 
 @pytest.mark.parametrize("kind", ["bert", "llama-gqa", "t5"])
 def test_layers_drop_run_and_reload(kind, tmp_path):
-    model = build(kind)
-    original = copy.deepcopy(model)
-    batches = calibration(kind)
-    before = prune.count_params(model)
-    plan = structured.layers(model, 2, batches)
-    json.dumps(plan)
+    model, original, batches, before, plan = pruned(kind, structured.layers, 2)
 
     expected = sum(
         block_params(original, stack, i) for stack, idx in plan["layers"].items() for i in idx
@@ -413,9 +317,7 @@ def test_layers_drop_run_and_reload(kind, tmp_path):
     if kind != "bert":
         generates(model)
 
-    other = reload(model, original.config, structured.apply_layer_plan, plan, tmp_path)
-    for batch in batches:
-        assert torch.equal(run(other, batch), run(model, batch))
+    reloads(model, original.config, structured.apply_layer_plan, plan, batches, tmp_path)
     # built from the pruned config (as a saved run is): the plan leaves it as it is
     torch.manual_seed(5)
     native = type(model)(copy.deepcopy(model.config)).eval()
@@ -426,7 +328,7 @@ def test_layers_drop_run_and_reload(kind, tmp_path):
 
 
 def test_layers_drop_the_block_that_does_nothing():
-    model = build("llama")
+    model = prune_model("llama")
     with torch.no_grad():  # block 2 adds nothing to the residual stream: cosine 1
         model.model.layers[2].self_attn.o_proj.weight.zero_()
         model.model.layers[2].mlp.down_proj.weight.zero_()
@@ -436,7 +338,7 @@ def test_layers_drop_the_block_that_does_nothing():
 
 
 def test_t5_dropping_block_zero_keeps_the_position_bias(tmp_path):
-    model = build("t5")
+    model = prune_model("t5")
     original = copy.deepcopy(model)
     plan = {"layers": {"encoder": [0], "decoder": [0]}, "num_layers": {"encoder": 3, "decoder": 3}}
     structured.apply_layer_plan(model, plan)
@@ -445,13 +347,12 @@ def test_t5_dropping_block_zero_keeps_the_position_bias(tmp_path):
     for batch in calibration("t5"):
         run(model, batch)
     generates(model)
-    other = reload(model, original.config, structured.apply_layer_plan, plan, tmp_path)
-    batch = calibration("t5")[0]
-    assert torch.equal(run(other, batch), run(model, batch))
+    batches = calibration("t5")[:1]
+    reloads(model, original.config, structured.apply_layer_plan, plan, batches, tmp_path)
 
 
 def test_t5_heads_then_layers_compose():
-    model = build("t5")
+    model = prune_model("t5")
     structured.heads(model, 0.25, calibration("t5"))
     structured.layers(model, 2, calibration("t5"))
     run(model, calibration("t5")[0])
@@ -463,11 +364,11 @@ def test_t5_heads_then_layers_compose():
 )
 def test_layers_bad_count_is_one_line(kind, count):
     with pytest.raises(TunelabError) as err:
-        structured.layers(build(kind), count, calibration(kind))
+        structured.layers(prune_model(kind), count, calibration(kind))
     assert "\n" not in str(err.value) and "prune-layers" in str(err.value)
 
 
 def test_count_params_counts_a_tied_weight_once():
-    model = build("t5")
+    model = prune_model("t5")
     assert prune.count_params(model) == sum(p.numel() for p in model.parameters())
     assert prune.count_params(nn.Linear(3, 2)) == 8

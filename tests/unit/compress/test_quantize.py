@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tests.conftest import toy_examples
+from tests.unit.compress.conftest import make_config
 from tunelab.compress.quantize import (
     SCHEMES,
     load_quantized,
@@ -179,20 +180,11 @@ def test_weight_format_is_as_documented(scheme, tiny_models, batch):
 
 def tied_lm() -> nn.Module:
     """A SmolLM2-like decoder (tied embedding / LM head) with sizes every int4 kernel takes."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=True,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
+    sizes = dict(vocab_size=256, hidden_size=64, intermediate_size=128, max_position_embeddings=64)
+    heads = dict(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    config = make_config("LlamaConfig", **sizes, **heads, tie_word_embeddings=True, eos_token_id=1)
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config).eval()
 

@@ -35,9 +35,12 @@ def _skeleton(run: Path, marker: RunMarker) -> nn.Module:
     return _auto(marker).from_config(AutoConfig.from_pretrained(run), dtype=torch.float32)
 
 
-def open_compressed(run: Path, marker: RunMarker) -> nn.Module:
-    """The model of a compressed run, in eval mode, ready for inference."""
+def open_compressed(run: Path, marker: RunMarker, safetensors_only: bool = False) -> nn.Module:
+    """The model of a compressed run, in eval mode, ready for inference. Its tensors come from
+    safetensors, ONNX or GGUF files; `safetensors_only` also tells from_pretrained so."""
     from safetensors.torch import load_file
+
+    from tunelab.models.load import weights_kwargs
 
     comp = marker.compression or {}
     kind = comp.get("kind", "")
@@ -65,7 +68,9 @@ def open_compressed(run: Path, marker: RunMarker) -> nn.Module:
             model.load_state_dict(load_file(str(run / PRUNED_FILE)), strict=True)
         else:
             dtype = torch.bfloat16 if kind == "bf16" else torch.float32
-            model = _auto(marker).from_pretrained(run, dtype=dtype)
+            model = _auto(marker).from_pretrained(
+                run, dtype=dtype, **weights_kwargs(safetensors_only)
+            )
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         raise TunelabError(
             f"{run} holds a compressed run ({comp.get('method')}) that does not load "

@@ -52,11 +52,14 @@ def apply_trained(run: Path, marker: RunMarker, base: nn.Module, family: str) ->
     return model
 
 
-def open_classifier(run_dir: str | Path) -> tuple[nn.Module, object, RunMarker]:
-    """(model, tokenizer, marker) of a finished classification run, ready for inference."""
+def open_classifier(
+    run_dir: str | Path, safetensors_only: bool = False
+) -> tuple[nn.Module, object, RunMarker]:
+    """(model, tokenizer, marker) of a finished classification run, ready for inference;
+    `safetensors_only` (the server): never unpickle weights (use_safetensors=True)."""
     from transformers import AutoModelForSequenceClassification
 
-    from tunelab.models.load import load_classifier
+    from tunelab.models.load import load_classifier, weights_kwargs
     from tunelab.models.sources import load_tokenizer
 
     run = Path(run_dir).expanduser()
@@ -66,13 +69,18 @@ def open_classifier(run_dir: str | Path) -> tuple[nn.Module, object, RunMarker]:
     if marker.compression is not None:
         from tunelab.runs.compressed import open_compressed
 
-        return open_compressed(run, marker), load_tokenizer(str(run)), marker
+        model = open_compressed(run, marker, safetensors_only)
+        return model, load_tokenizer(str(run)), marker
     if (run / "config.json").is_file():
-        model = AutoModelForSequenceClassification.from_pretrained(run)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            run, **weights_kwargs(safetensors_only)
+        )
         return model.eval(), load_tokenizer(str(run)), marker
     if not (run / TRAINED_FILE).is_file() and not (run / "adapter_config.json").is_file():
         raise _no_weights(run)
-    base = load_classifier(marker.base_model, marker.labels or [], marker.gguf_file)
+    base = load_classifier(
+        marker.base_model, marker.labels or [], marker.gguf_file, safetensors_only=safetensors_only
+    )
     if (run / TRAINED_FILE).is_file():
         model = apply_trained(run, marker, base.model, base.family)
     else:
@@ -80,13 +88,17 @@ def open_classifier(run_dir: str | Path) -> tuple[nn.Module, object, RunMarker]:
     return model.eval(), load_tokenizer(str(run)), marker
 
 
-def open_generative_run(run: Path, marker: RunMarker, dtype: torch.dtype = torch.float32) -> Loaded:
+def open_generative_run(
+    run: Path, marker: RunMarker, dtype: torch.dtype = torch.float32, safetensors_only: bool = False
+) -> Loaded:
     """A generative run folder that holds no full weights, ready for generation: its base
     model with the trained tensors copied in (`partial`) or its peft adapter (`adapter`)."""
+    from tunelab.models.load import safetensors_only_within
     from tunelab.models.sources import load_tokenizer
     from tunelab.tasks.generative import load_base
 
-    base = load_base(marker.base_model, marker.task, marker.gguf_file, dtype)
+    with safetensors_only_within(safetensors_only):
+        base = load_base(marker.base_model, marker.task, marker.gguf_file, dtype)
     tok = load_tokenizer(str(run))
     if (run / TRAINED_FILE).is_file():
         model = apply_trained(run, marker, base.model, base.family)
@@ -97,8 +109,11 @@ def open_generative_run(run: Path, marker: RunMarker, dtype: torch.dtype = torch
     return Loaded(model.eval(), tok, base.family, str(run))
 
 
-def open_lm(name: str, dtype: torch.dtype = torch.float32) -> tuple[Loaded, RunMarker | None]:
-    """(language model, the run's marker or None) for any model name or generative run folder.
+def open_lm(
+    name: str, dtype: torch.dtype = torch.float32, safetensors_only: bool = False
+) -> tuple[Loaded, RunMarker | None]:
+    """(language model, the run's marker or None) for any model name or generative run folder;
+    `safetensors_only` (the server): never unpickle weights (use_safetensors=True).
 
     Raises:
         TunelabError: unknown name, an encoder model, a classification run, or bad weights.
@@ -108,18 +123,19 @@ def open_lm(name: str, dtype: torch.dtype = torch.float32) -> tuple[Loaded, RunM
     marker = find_marker(name)
     path = Path(name).expanduser()
     if marker is not None and marker.compression is not None and marker.weights == "gguf":
-        return load_lm(str(path / "model.gguf"), dtype=dtype), marker
+        gguf = str(path / "model.gguf")
+        return load_lm(gguf, dtype=dtype, safetensors_only=safetensors_only), marker
     if marker is not None and marker.compression is not None:
         from tunelab.models.sources import load_tokenizer
         from tunelab.runs.compressed import open_compressed
 
-        model = open_compressed(path, marker)
+        model = open_compressed(path, marker, safetensors_only)
         return Loaded(
             model, load_tokenizer(str(path)), marker.family or "decoder", str(path)
         ), marker
     if marker is not None and marker.generative and not (path / "config.json").is_file():
-        return open_generative_run(path, marker, dtype), marker
-    return load_lm(name, dtype=dtype), marker
+        return open_generative_run(path, marker, dtype, safetensors_only), marker
+    return load_lm(name, dtype=dtype, safetensors_only=safetensors_only), marker
 
 
 def run_prompts(pairs, loaded: Loaded, marker: RunMarker | None, chat_template: bool | None):

@@ -9,9 +9,10 @@ turns 200 when they are in. What the model can serve follows from what it is:
   when the run's family is encoder;
 - a plain encoder (e.g. minilm): embeddings.
 
-Only safetensors weights are loaded: a folder whose weights are only pickle files
-(pytorch_model.bin, *.pt, *.pth, *.ckpt) is refused in one line before transformers sees it,
-and the from_pretrained calls made here pass use_safetensors=True.
+Only safetensors weights are loaded: a folder whose weights would come from a pickle file
+(pytorch_model.bin, adapter_model.bin, *.pt, *.pth, *.ckpt) is refused in one line before
+transformers sees it, whatever other .safetensors files it holds, and every from_pretrained
+call on this path passes use_safetensors=True (the loaders' `safetensors_only`).
 """
 
 from __future__ import annotations
@@ -29,18 +30,41 @@ log = logging.getLogger("tunelab.serve")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
+def pickle_weights(folder: str | Path) -> list[str]:
+    """The pickle files in `folder` its weights would come from: pytorch_model*.bin with no
+    model.safetensors (or its shard index), adapter_model.bin with no adapter_model.safetensors,
+    and, in a folder with no .safetensors at all, every pickle file. An unrelated .safetensors
+    file next to pytorch_model.bin does not count."""
+    path = Path(folder)
+    names = {p.name for p in path.iterdir() if p.is_file()}
+    full = {"model.safetensors", "model.safetensors.index.json"} & names
+    any_safetensors = any(n.endswith(".safetensors") for n in names)
+    out = []
+    for n in sorted(names):
+        if not n.endswith(PICKLE_SUFFIXES):
+            continue
+        if n.startswith("pytorch_model"):
+            bad = not full
+        elif n.startswith("adapter_model"):
+            bad = "adapter_model.safetensors" not in names
+        else:  # optimizer state, training arguments: never read by a loader here
+            bad = not any_safetensors
+        if bad:
+            out.append(n)
+    return out
+
+
 def require_safetensors(folder: str | Path) -> None:
-    """Raise a one-line TunelabError when `folder` has pickle weights and no safetensors."""
+    """Raise a one-line TunelabError when `folder`'s weights would come from a pickle file."""
     path = Path(folder)
     if not path.is_dir():
         return  # a hub id (online only): transformers is told use_safetensors=True
-    if any(path.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    pickles = pickle_weights(path)
     if pickles:
         raise TunelabError(
-            f"{path} holds only pickle weights ({', '.join(pickles[:3])}), which tunelab serve "
-            "does not load: convert them to safetensors (model.save_pretrained(dir))"
+            f"{path} holds pickle weights ({', '.join(pickles[:3])}) and not their safetensors "
+            "version, and tunelab serve loads safetensors only: convert them "
+            "(model.save_pretrained(dir) writes model.safetensors) and remove the pickle files"
         )
 
 
@@ -110,7 +134,7 @@ def load_served(source: str, name: str | None = None) -> Served:
         if marker.task == "classification":
             from tunelab.runs.open import open_classifier
 
-            model, tok, marker = open_classifier(path)
+            model, tok, marker = open_classifier(path, safetensors_only=True)
             model.eval()
             enc = _encoder_body(model) if marker.family == "encoder" else None
             return Served(
@@ -146,7 +170,7 @@ def _generator(name: str, source: str) -> Served:
     """A causal or seq2seq LM (model, run folder or merged run) served for generation."""
     from tunelab.runs.open import open_lm
 
-    loaded, _ = open_lm(source)
+    loaded, _ = open_lm(source, safetensors_only=True)
     return Served(
         name,
         "generate",

@@ -31,38 +31,20 @@ def _raise_stopped(signum, frame) -> None:
     raise _Stopped
 
 
-def serve(model: str, settings, log_level: str = "info") -> None:
-    """Serve `model` (a run folder, model folder, .gguf or embedded name) with `settings`
-    (a ServeSettings) under uvicorn until SIGINT / SIGTERM; in-flight requests finish first.
-
-    Raises:
-        TunelabError: a source that cannot be served, a bad keys file, a failed load.
-    """
-    import threading
-
+def make_server(app, settings, log_level: str = "info"):
+    """The uvicorn server for `app`, with tunelab's log lines on stderr, uvicorn's access log,
+    and personal data masked in every log line when `settings.mask_pii_in_logs` (installed
+    after uvicorn has configured its loggers, so its handlers get the filter too)."""
     import uvicorn
 
-    from tunelab.serve import ModelHolder, create_app
-    from tunelab.serve.auth import KeyChecker, read_keys
-    from tunelab.serve.loading import check_source
     from tunelab.serve.masking import install_log_masking
 
-    check_source(model)
-    keys = KeyChecker(read_keys(settings.keys_file))
     log = logging.getLogger("tunelab")
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         log.addHandler(handler)
     log.setLevel(log_level.upper())
-    if not _is_loopback(settings.host) and not keys.enabled:
-        log.warning(
-            "binding %s without API keys: anyone who can reach this port can use the model "
-            "(pass --keys-file or set TUNELAB_API_KEYS)",
-            settings.host,
-        )
-    holder = ModelHolder(model, settings.served_model_name)
-    app = create_app(settings, holder, keys)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -74,6 +56,33 @@ def serve(model: str, settings, log_level: str = "info") -> None:
     server = uvicorn.Server(config)
     if settings.mask_pii_in_logs:
         install_log_masking()
+    return server
+
+
+def serve(model: str, settings, log_level: str = "info") -> None:
+    """Serve `model` (a run folder, model folder, .gguf or embedded name) with `settings`
+    (a ServeSettings) under uvicorn until SIGINT / SIGTERM; in-flight requests finish first.
+
+    Raises:
+        TunelabError: a source that cannot be served, a bad keys file, a failed load.
+    """
+    import threading
+
+    from tunelab.serve import ModelHolder, create_app
+    from tunelab.serve.auth import KeyChecker, read_keys
+    from tunelab.serve.loading import check_source
+
+    check_source(model)
+    keys = KeyChecker(read_keys(settings.keys_file))
+    log = logging.getLogger("tunelab")
+    holder = ModelHolder(model, settings.served_model_name)
+    server = make_server(create_app(settings, holder, keys), settings, log_level)
+    if not _is_loopback(settings.host) and not keys.enabled:
+        log.warning(
+            "binding %s without API keys: anyone who can reach this port can use the model "
+            "(pass --keys-file or set TUNELAB_API_KEYS)",
+            settings.host,
+        )
 
     def _stop_if_load_failed() -> None:
         holder.ready_event.wait()

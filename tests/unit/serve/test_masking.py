@@ -58,3 +58,74 @@ def test_logging_filter_masks_message_and_args(caplog):
     finally:
         logger.removeFilter(flt)
     assert caplog.messages == ["user [EMAIL] paid with [CARD]"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "run minilm-full-20261202-135847 finished",  # a run name's timestamp
+        "saved to runs/minilm-full-20261202-135847/",
+        "started 20261202-135847",
+        "build v2-5551234567",  # a number glued to a word by a hyphen is an identifier
+    ],
+)
+def test_run_names_and_timestamps_are_not_phones(text):
+    assert mask_pii(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("card2 4111-1111-1111-1111", "card2 [CARD]"),
+        ("card 2 4111 1111 1111 1111", "card 2 [CARD]"),
+        ("item 7 5500-0055-5555-5559 ok", "item 7 [CARD] ok"),
+        ("4111 1111 1111 1111 7", "[CARD] 7"),
+        ("call 555-123-4567 or +1 (555) 123-4567", "call [PHONE] or [PHONE]"),
+        (
+            "run minilm-full-20261202-135847: mail bo@example.com",
+            "run minilm-full-20261202-135847: mail [EMAIL]",
+        ),
+    ],
+)
+def test_cards_after_a_digit_and_phones_still_masked(text, want):
+    assert mask_pii(text) == want
+
+
+def _record(name, msg, args, exc_info=None):
+    return logging.getLogger(name).makeRecord(name, logging.INFO, __file__, 1, msg, args, exc_info)
+
+
+def test_filter_keeps_uvicorn_access_records_formattable():
+    from uvicorn.logging import AccessFormatter
+
+    args = ("127.0.0.1:5000", "GET", "/v1/x?mail=eve@example.com", "1.1", 422)
+    record = _record("uvicorn.access", '%s - "%s %s HTTP/%s" %d', args)
+    assert MaskingFilter().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert line == '127.0.0.1:5000 - "GET /v1/x?mail=[EMAIL] HTTP/1.1" 422 Unprocessable Entity'
+
+
+def test_filter_masks_dict_args_and_odd_messages():
+    record = _record("tunelab.x", "user %(who)s, %(n)d", {"who": "eve@example.com", "n": 3})
+    MaskingFilter().filter(record)
+    assert record.getMessage() == "user [EMAIL], 3"
+    record = _record("tunelab.x", ValueError("bad card 4111 1111 1111 1111"), None)
+    MaskingFilter().filter(record)
+    assert record.getMessage() == "bad card [CARD]"
+
+
+def test_filter_masks_exception_text_and_chained_errors():
+    try:
+        try:
+            raise ValueError("input {'mail': 'eve@example.com', 'card': '4111 1111 1111 1111'}")
+        except ValueError as inner:
+            raise RuntimeError("while answering +44 20 7946 0958") from inner
+    except RuntimeError:
+        import sys
+
+        record = _record("tunelab.x", "failed for %s", ("bob@example.org",), sys.exc_info())
+    MaskingFilter().filter(record)
+    text = logging.Formatter("%(message)s").format(record)
+    assert "ValueError" in text and "RuntimeError" in text and "[EMAIL]" in text
+    for secret in ("eve@example.com", "bob@example.org", "4111 1111 1111 1111", "7946 0958"):
+        assert secret not in text

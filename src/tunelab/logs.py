@@ -15,17 +15,23 @@ def say(msg: str, quiet: bool = False) -> None:
 
 def quiet_libraries() -> None:
     """Silence transformers' info logs and progress bars, and the warnings users cannot act on.
-    Imports transformers: call it only when a verb is about to do real work."""
+
+    Imports nothing heavy: transformers reads the environment when it is first imported, so a
+    verb that fails on its arguments answers before torch or transformers load."""
+    import sys
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # peft calls a transformers property that transformers 5.x deprecates: not the user's doing
     warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
     # torchao (imported by transformers/peft when installed) reports its optional GPU kernels
     # missing on a CPU machine, and torch's pytree warns about torchao's enums: noise to a user
     logging.getLogger("torchao").setLevel(logging.ERROR)
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    import transformers
+    if "transformers" in sys.modules:  # already imported: its settings are read, set them
+        import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()

@@ -19,8 +19,20 @@ def add_parser(sub) -> None:
         description="Columns, label counts and length percentiles of SOURCE.",
     )
     i.add_argument("source", help="a file, class folder, saved dataset, hub:NAME or bbc-news")
-    i.add_argument("--text-column", default="text", help="text column (default: text)")
-    i.add_argument("--label-column", default="label", help="label column (default: label)")
+    i.add_argument(
+        "--text-column",
+        "--data.text_column",
+        dest="text_column",
+        default="text",
+        help="text column (default: text)",
+    )
+    i.add_argument(
+        "--label-column",
+        "--data.label_column",
+        dest="label_column",
+        default="label",
+        help="label column (default: label)",
+    )
     i.add_argument("--model", help="also count tokens with this model's tokenizer")
 
 

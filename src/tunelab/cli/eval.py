@@ -7,7 +7,13 @@ import argparse
 import json
 
 from tunelab.cli.decoding import add_decoding_flags, decoding_options
-from tunelab.cli.flags import add_chat_template_flag, chat_template, verb_parser, write_output
+from tunelab.cli.flags import (
+    add_chat_template_flag,
+    chat_template,
+    check_output,
+    verb_parser,
+    write_output,
+)
 
 HELP = "evaluate a run folder on labelled data (or a generative run on prompt pairs)"
 DESCRIPTION = (
@@ -21,8 +27,20 @@ def add_parser(sub) -> None:
     p = verb_parser(sub, "eval", HELP, DESCRIPTION)
     p.add_argument("run", help="a run folder written by tunelab finetune")
     p.add_argument("--data", required=True, help="labelled data (any source finetune accepts)")
-    p.add_argument("--text-column", default="text", help="text column (default: text)")
-    p.add_argument("--label-column", default="label", help="label column (default: label)")
+    p.add_argument(
+        "--text-column",
+        "--data.text_column",
+        dest="text_column",
+        default="text",
+        help="text column (default: text)",
+    )
+    p.add_argument(
+        "--label-column",
+        "--data.label_column",
+        dest="label_column",
+        default="label",
+        help="label column (default: label)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     p.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
     g = p.add_argument_group("generative runs (causal_lm / seq2seq) and language models")
@@ -38,6 +56,7 @@ def add_parser(sub) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
+    check_output(a.json_out, "--json")
     from tunelab import api
 
     if api.is_generative(a.run):

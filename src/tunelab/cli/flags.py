@@ -113,15 +113,23 @@ def chat_template(args: argparse.Namespace) -> bool | None:
     return CHAT_TEMPLATE[args.chat_template]
 
 
-def write_output(path: str | Path, text: str, flag: str) -> None:
-    """Write `text` to the file a user named with `flag`, atomically, or a one-line error."""
-    from tunelab.runs.workdir import write_text
-
+def check_output(path: str | Path | None, flag: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path is None:
+        return
     out = Path(path)
     if out.is_dir():
         raise TunelabError(f"{flag} {out} is a folder: name a file")
     if not out.parent.is_dir():
         raise TunelabError(f"{flag} {out}: folder {out.parent} does not exist; create it first")
+
+
+def write_output(path: str | Path, text: str, flag: str) -> None:
+    """Write `text` to the file a user named with `flag`, atomically, or a one-line error."""
+    from tunelab.runs.workdir import write_text
+
+    check_output(path, flag)
+    out = Path(path)
     try:
         write_text(out, text)
     except OSError as exc:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tunelab.cli.decoding import add_decoding_flags, decoding_options
-from tunelab.cli.flags import verb_parser, write_output
+from tunelab.cli.flags import check_output, verb_parser, write_output
 
 HELP = "continue prompts with a decoder / encoder-decoder LM (greedy, beam, sampling)"
 DESCRIPTION = (
@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    check_output(args.output, "--output")
     from tunelab import api
 
     opts = decoding_options(args)

@@ -9,7 +9,7 @@ import io
 import json
 import sys
 
-from tunelab.cli.flags import verb_parser, write_output
+from tunelab.cli.flags import check_output, verb_parser, write_output
 
 HELP = "classify texts with a run folder"
 DESCRIPTION = "Classify TEXT arguments or a file; JSONL to stdout, or JSONL/CSV to --output."
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
+    check_output(a.output, "--output")
     from tunelab import api
     from tunelab.data.readers import read_texts
 

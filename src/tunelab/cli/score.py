@@ -13,7 +13,13 @@ import json
 import sys
 from pathlib import Path
 
-from tunelab.cli.flags import add_chat_template_flag, chat_template, verb_parser, write_output
+from tunelab.cli.flags import (
+    add_chat_template_flag,
+    chat_template,
+    check_output,
+    verb_parser,
+    write_output,
+)
 from tunelab.errors import TunelabError
 
 HELP = "log-probability and perplexity of texts (or of completions given prompts)"
@@ -57,6 +63,7 @@ def add_parser(sub) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
+    check_output(a.output, "--output")
     from tunelab import api
     from tunelab.data.readers import read_texts
 

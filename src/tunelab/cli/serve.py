@@ -68,12 +68,34 @@ def _settings(a: argparse.Namespace):
     for name in ("port", *positive, "max_running"):
         if getattr(s, name) < (0 if name == "port" else 1):
             raise TunelabError(f"{_flag(name)} must be positive, got {getattr(s, name)}")
+    if s.port > 65535:
+        raise TunelabError(f"--port must be 0-65535, got {s.port}")
     if s.request_timeout <= 0 or s.batch_window_ms < 0 or s.rate_limit < 0:
         raise TunelabError("--request-timeout must be > 0; --batch-window-ms, --rate-limit >= 0")
     return s
 
 
+def _port_free(host: str, port: int) -> None:
+    """A one-line error when another process already listens on host:port."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise TunelabError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): stop what uses it or pass "
+                "another --port"
+            ) from None
+
+
 def run(a: argparse.Namespace) -> None:
     from tunelab import api
 
-    api.serve(a.model, _settings(a), a.log_level)
+    settings = _settings(a)
+    _port_free(settings.host, settings.port)
+    api.serve(a.model, settings, a.log_level)

@@ -27,6 +27,7 @@ class MethodInfo:
     summary: str
     example: str
 
+
 METHODS: dict[str, MethodInfo] = {
     "bf16": MethodInfo(r"bf16", "quantize", "bfloat16 weights (half the size)", "bf16"),
     "int8-dynamic": MethodInfo(

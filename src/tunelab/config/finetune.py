@@ -122,6 +122,7 @@ def validate(cfg: Config) -> None:
         (t.grad_accum >= 1, "train.grad_accum must be at least 1"),
         (t.lr > 0, "train.lr must be positive"),
         (t.epochs > 0 or (t.max_steps or 0) > 0, "train.epochs or train.max_steps must be > 0"),
+        (t.max_steps is None or t.max_steps >= 1, "train.max_steps must be at least 1 (or none)"),
         (0 <= t.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
         (d.max_length >= 2, "data.max_length must be at least 2"),
         (d.limit is None or d.limit >= 2, "data.limit must be at least 2"),

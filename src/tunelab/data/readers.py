@@ -90,12 +90,18 @@ def load_examples(
             wanted = _check_columns(columns, path, text_column, label_column)
             examples = _rows_to_examples(rows, path, wanted)
     if not examples:
+        path = Path(str(source)).expanduser()
+        if path.is_file():
+            raise TunelabError(
+                f"{path} holds no rows (the file is empty, or a header only): add examples to it"
+            )
         raise TunelabError(f"no examples in {name}; {_accepted_kinds()}")
     return examples
 
 
 def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
-    """Read texts to predict on: one per non-empty line of a ``.txt`` file, else ``text_column``.
+    """Read texts to predict on: one per line of a ``.txt`` file (a blank line inside it is an
+    error, so that outputs line up with input lines), else ``text_column``.
 
     Table rows with an empty text stay (as ``""``) so that outputs line up with input rows.
 
@@ -106,8 +112,16 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     if file.is_dir():
         raise TunelabError(f"{file} is a folder; pass a .txt, .csv, .tsv, .jsonl or .json file")
     if file.suffix.lower() == ".txt":
-        lines = _read_text_file(file, strict=True).split("\n")
-        texts = [line.strip() for line in lines if line.strip()]
+        lines = _read_text_file(file, strict=True).rstrip("\n").split("\n")
+        texts = [line.strip() for line in lines]
+        blank = [i + 1 for i, t in enumerate(texts) if not t]
+        if blank and len(blank) < len(texts):
+            # one output per input line: a dropped blank line would shift every later answer
+            raise TunelabError(
+                f"line {blank[0]} of {file} is blank ({len(blank)} blank lines): remove them, "
+                "since outputs are one per input line"
+            )
+        texts = [t for t in texts if t]
     else:
         rows, columns = _read_table(file, extra=".txt")
         examples = _rows_to_examples(rows, file, _check_columns(columns, file, text_column, None))

@@ -19,10 +19,10 @@ def _check(prompts: list[str]) -> None:
 
 def _prepare(model_or_run: str, prompts: list[str], options, chat: bool, system: str | None):
     """(loaded model, what it reads for each prompt, decoding options)."""
+    _check(prompts)  # before torch and transformers load (seconds)
     from tunelab.decoding import DecodingOptions, chat_prompt
     from tunelab.runs.open import open_lm
 
-    _check(prompts)
     loaded, _ = open_lm(model_or_run)
     tok = loaded.tokenizer
     inputs = [chat_prompt(tok, p, system) for p in prompts] if chat else prompts

@@ -16,13 +16,17 @@ def predict(
     Raises:
         TunelabError: no texts, a bad batch size, or a folder that is no classification run.
     """
-    from tunelab.runs.open import open_classifier
-    from tunelab.tasks.classification import predict_probs
-
     if not texts:
         raise TunelabError("no texts to classify: pass TEXT arguments or --file")
     if batch_size < 1:
         raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
+    # checked before torch and transformers load (seconds): a mistake is answered at once
+    from tunelab.runs.marker import read_marker
+
+    read_marker(run_dir)
+    from tunelab.runs.open import open_classifier
+    from tunelab.tasks.classification import predict_probs
+
     model, tok, marker = open_classifier(run_dir)
     probs = predict_probs(model, tok, texts, marker.context_length, batch_size, progress=not quiet)
     labels = marker.labels or []

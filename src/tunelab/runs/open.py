@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,6 +20,23 @@ from tunelab.errors import TunelabError
 from tunelab.models.load import Loaded
 from tunelab.runs.marker import RunMarker, find_marker, read_marker
 from tunelab.runs.save import TRAINED_FILE
+
+
+@contextmanager
+def _loading(run: Path) -> Iterator[None]:
+    """A damaged weight or config file is a one-line error, not a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except TunelabError:
+        raise
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise TunelabError(
+            f"the weights in {run} do not load ({first}): the folder is damaged or incomplete; "
+            "restore it or rerun the run"
+        ) from None
 
 
 def _no_weights(run: Path) -> TunelabError:
@@ -57,15 +76,20 @@ def open_classifier(
 ) -> tuple[nn.Module, object, RunMarker]:
     """(model, tokenizer, marker) of a finished classification run, ready for inference;
     `safetensors_only` (the server): never unpickle weights (use_safetensors=True)."""
+    run = Path(run_dir).expanduser()
+    marker = read_marker(run)
+    if marker.task != "classification":
+        raise TunelabError(f"{run} is a {marker.task} run: this verb needs a classifier")
+    with _loading(run):
+        return _open_classifier(run, marker, safetensors_only)
+
+
+def _open_classifier(run: Path, marker: RunMarker, safetensors_only: bool):
     from transformers import AutoModelForSequenceClassification
 
     from tunelab.models.load import load_classifier, weights_kwargs
     from tunelab.models.sources import load_tokenizer
 
-    run = Path(run_dir).expanduser()
-    marker = read_marker(run)
-    if marker.task != "classification":
-        raise TunelabError(f"{run} is a {marker.task} run: this verb needs a classifier")
     if marker.compression is not None:
         from tunelab.runs.compressed import open_compressed
 
@@ -118,24 +142,32 @@ def open_lm(
     Raises:
         TunelabError: unknown name, an encoder model, a classification run, or bad weights.
     """
-    from tunelab.models.load import load_lm
-
     marker = find_marker(name)
     path = Path(name).expanduser()
+    if marker is None:
+        from tunelab.models.load import load_lm
+
+        return load_lm(name, dtype=dtype, safetensors_only=safetensors_only), None
+    with _loading(path):
+        return _open_lm_run(path, marker, dtype, safetensors_only), marker
+
+
+def _open_lm_run(path: Path, marker: RunMarker, dtype: torch.dtype, safetensors_only: bool):
+    from tunelab.models.load import load_lm
+
+    name = str(path)
     if marker is not None and marker.compression is not None and marker.weights == "gguf":
         gguf = str(path / "model.gguf")
-        return load_lm(gguf, dtype=dtype, safetensors_only=safetensors_only), marker
+        return load_lm(gguf, dtype=dtype, safetensors_only=safetensors_only)
     if marker is not None and marker.compression is not None:
         from tunelab.models.sources import load_tokenizer
         from tunelab.runs.compressed import open_compressed
 
         model = open_compressed(path, marker, safetensors_only)
-        return Loaded(
-            model, load_tokenizer(str(path)), marker.family or "decoder", str(path)
-        ), marker
-    if marker is not None and marker.generative and not (path / "config.json").is_file():
-        return open_generative_run(path, marker, dtype, safetensors_only), marker
-    return load_lm(name, dtype=dtype, safetensors_only=safetensors_only), marker
+        return Loaded(model, load_tokenizer(str(path)), marker.family or "decoder", str(path))
+    if marker.generative and not (path / "config.json").is_file():
+        return open_generative_run(path, marker, dtype, safetensors_only)
+    return load_lm(name, dtype=dtype, safetensors_only=safetensors_only)
 
 
 def run_prompts(pairs, loaded: Loaded, marker: RunMarker | None, chat_template: bool | None):

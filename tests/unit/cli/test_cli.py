@@ -62,7 +62,7 @@ def bad_inputs(tmp_path):
         (["finetune", "--data", "/no/such/file.csv"], ["/no/such/file.csv"]),
         (["finetune", "--data", "{good}", "--data.label_column", "topic"], ["topic", "label"]),
         (["finetune", "--data", "{one_class}"], ["one class"]),
-        (["finetune", "--data", "{empty}"], ["no examples"]),
+        (["finetune", "--data", "{empty}"], ["holds no rows"]),
         (["finetune", "--data", "{good}", "--strategy", "magic"], ["unknown strategy"]),
         (["finetune", "--data", "{good}", "--train.schedule", "wavy"], ["unknown schedule"]),
         (["finetune", "--data", "{good}", "--model", "someone/some-model"], ["offline"]),

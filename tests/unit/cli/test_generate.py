@@ -30,7 +30,7 @@ def test_generate_prints_one_continuation_per_prompt(lm_folder, capsys):
 
 def test_generate_writes_jsonl_from_a_file(lm_folder, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("the match\n\nphone data code\n")
+    prompts.write_text("the match\nphone data code\n")
     out = tmp_path / "out.jsonl"
     args = ["generate", lm_folder, "--file", str(prompts), "--output", str(out)]
     rc = main(args + ["--do-sample", "true", "--num-return-sequences", "2", "--seed", "1"])

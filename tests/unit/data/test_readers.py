@@ -251,7 +251,7 @@ def test_missing_column_names_existing_ones(tmp_path, kwargs, flag):
     [("d.csv", "text,label\n"), ("d.jsonl", "\n\n"), ("d.json", "[]")],
 )
 def test_empty_file(tmp_path, name, content):
-    with pytest.raises(TunelabError, match="no examples in"):
+    with pytest.raises(TunelabError, match="holds no rows .*empty, or a header only"):
         load_examples(_write(tmp_path / name, content))
 
 
@@ -268,9 +268,15 @@ def test_non_utf8_csv(tmp_path):
         load_examples(path)
 
 
-def test_read_texts_txt_skips_blank_lines(tmp_path):
+def test_read_texts_txt_refuses_inner_blank_lines_so_outputs_line_up(tmp_path):
     path = _write(tmp_path / "in.txt", "first text\n\n   \r\nsecond text\r\n")
-    assert read_texts(path) == ["first text", "second text"]
+    with pytest.raises(TunelabError, match=r"line 2 of .* is blank \(2 blank lines\)"):
+        read_texts(path)
+    # a file's final newline(s) are no blank input line
+    assert read_texts(_write(tmp_path / "ok.txt", "first text\nsecond text\n\n")) == [
+        "first text",
+        "second text",
+    ]
 
 
 def test_read_texts_tables_keep_row_alignment(tmp_path):

@@ -105,6 +105,13 @@ def measure_classifier(
     }
 
 
+def _last_tokens(tok, text: str, n: int) -> str:
+    """`text` cut to its last `n` tokens, as the run's training cut long prompts from the left
+    (whole articles would measure a context the model was never tuned on, at many GB)."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= n else tok.decode(ids[-n:])
+
+
 def _generation_quality(loaded, prompts: list[str], refs: list[str], opts) -> dict[str, float]:
     """BLEU and chrF of greedy outputs against the references (the first 50 test pairs)."""
     from tunelab.decoding import generate
@@ -126,7 +133,11 @@ def measure_lm(run: Path, source: Source, opts: CompressOptions) -> dict[str, An
     loaded, marker = open_lm(str(run))
     load_s = time.perf_counter() - t0
     pairs = source.splits()["test"][: opts.eval_limit or 200]
-    prompts = run_prompts(pairs, loaded, marker, None)
+    tok = loaded.tokenizer
+    limit = (marker.max_length if marker else None) or 512
+    prompts = [
+        _last_tokens(tok, p, max(8, limit - 32)) for p in run_prompts(pairs, loaded, marker, None)
+    ]
     refs = [p["response"] for p in pairs]
     scored = score(loaded.model, loaded.tokenizer, refs, prompts, batch_size=8)
     opts_dec = DecodingOptions(max_new_tokens=32)

@@ -33,7 +33,15 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -> Pa
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise TunelabError(f"GGUF file {gguf_path} not found: pass an existing .gguf file")
-    out = Path(out_dir) if out_dir else cache_dir() / "models" / gguf_path.stem
+    if out_dir is None:
+        # the cache is keyed by the file itself: two files named model.gguf are two models
+        import hashlib
+
+        st = gguf_path.resolve().stat()
+        key = f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        out_dir = cache_dir() / "models" / f"{gguf_path.stem}-{digest}"
+    out = Path(out_dir)
     if (out / "config.json").is_file():
         return out
     folder, name = gguf_path.parent, gguf_path.name

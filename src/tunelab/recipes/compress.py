@@ -57,7 +57,10 @@ def run_worker(report: Path, spec: str, step: str) -> None:
     source = open_source(plan["run"])
     record: dict[str, Any] = {"method": spec, "status": "failed"}
     t0 = time.perf_counter()
-    path = report / "results" / f"{spec}.{step}.json"
+    # a measure step's record (ok or failed) is the method's result; produce has its own
+    path = (
+        _result(report, spec) if step == "measure" else report / "results" / f"{spec}.{step}.json"
+    )
     try:
         if step == "produce":
             produce(spec, source, report / "runs", cfg, quiet=False)
@@ -70,7 +73,6 @@ def run_worker(report: Path, spec: str, step: str) -> None:
                 comp = read_marker(run).compression or {}
                 record["kind"] = parse_method(spec).name
                 record["details"] = {k: v for k, v in comp.items() if k not in ("source",)}
-            path = _result(report, spec)
     except TunelabError as exc:
         record["reason"] = str(exc)
     except Exception as exc:  # a method's bug must not stop the others: record it

@@ -157,8 +157,15 @@ def _open_lm_run(path: Path, marker: RunMarker, dtype: torch.dtype, safetensors_
 
     name = str(path)
     if marker is not None and marker.compression is not None and marker.weights == "gguf":
-        gguf = str(path / "model.gguf")
-        return load_lm(gguf, dtype=dtype, safetensors_only=safetensors_only)
+        from transformers import AutoModelForCausalLM
+
+        from tunelab.models.sources import convert_gguf, load_tokenizer
+
+        # weights from the GGUF (dequantized once into the cache); the tokenizer from the run's
+        # own files, which the source run had (GGUF's rebuilt one may lack its special tokens)
+        folder = convert_gguf(path / "model.gguf")
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        return Loaded(model.eval(), load_tokenizer(str(path)), "decoder", str(path))
     if marker is not None and marker.compression is not None:
         from tunelab.models.sources import load_tokenizer
         from tunelab.runs.compressed import open_compressed

@@ -10,7 +10,7 @@ What is measured
     - `tunelab`: `tunelab.decoding.generate(model, tok, prompts, DecodingOptions(
       max_new_tokens=N, ignore_eos=True), batch_size=B)`.
 
-    Both get the same model object (loaded once by `tunelab.models.load_lm`), the same prompts
+    Both get the same model object (loaded once by `tunelab.models.load.load_lm`), the same prompts
     (16 short instructions in SmolLM2's chat template, ~30-40 tokens; batch 1 uses the first)
     and the same thread count (torch's default unless --threads). tokens/s counts generated
     tokens only: batch x N / wall seconds of the whole call (prefill included). Each

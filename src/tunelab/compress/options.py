@@ -23,8 +23,6 @@ class DistillOptions:
     loss: str = "kl"
     """Soft-target loss: kl (forward KL, teacher || student) or jsd (generalized JSD as in
     GKD, beta 0.5)."""
-    layers: str = "half"
-    """Student depth: half (every second block of the teacher) or a number of blocks."""
 
 
 def check_options(options: DistillOptions) -> None:

@@ -11,6 +11,8 @@ import warnings
 import torch
 from torch import nn
 
+from tunelab.errors import TunelabError
+
 FORMAT = "tunelab-quantized/1"
 
 # backends: how a scheme runs, recorded in the meta
@@ -32,6 +34,10 @@ def _import_torchao():
     try:
         import torchao
         import torchao.quantization
+    except ImportError:
+        raise TunelabError(
+            "this quantization needs torchao: pip install 'tunelab[compress]'"
+        ) from None
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)

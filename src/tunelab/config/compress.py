@@ -10,6 +10,7 @@ from typing import Any
 from tunelab.compress.options import DistillOptions, check_options
 from tunelab.config.parse import read_yaml, update_dataclass
 from tunelab.errors import TunelabError
+from tunelab.strategies import STRATEGIES, strategy_info
 
 DEFAULT_METHODS = ["bf16", "int8-dynamic", "prune-30", "prune-heads-25", "distill-half", "onnx"]
 
@@ -107,8 +108,18 @@ def build_compress_config(
         (c.calibration_examples >= 1, "--compress.calibration_examples must be at least 1"),
         (c.latency_examples >= 1, "--compress.latency_examples must be at least 1"),
     ]
+    checks += [
+        (c.recovery_lr > 0, "--compress.recovery_lr must be positive"),
+        (c.distill_lr > 0, "--compress.distill_lr must be positive"),
+    ]
     for ok, msg in checks:
         if not ok:
             raise TunelabError(f"{msg}: fix the flag or the config")
+    if not strategy_info(c.recovery_strategy).can_merge:
+        mergeable = ", ".join(n for n, i in STRATEGIES.items() if i.can_merge)
+        raise TunelabError(
+            f"--compress.recovery_strategy {c.recovery_strategy} adds modules that do not fold "
+            f"back into the pruned model: pick one of {mergeable}"
+        )
     check_options(cfg.distill)
     return cfg

@@ -19,7 +19,7 @@ from tunelab.models.options import ModelOptions
 from tunelab.runs.options import RunOptions
 from tunelab.strategies import STRATEGIES, strategy_info
 from tunelab.tasks import TASKS
-from tunelab.training.options import PRECISIONS, SCHEDULES, TrainOptions
+from tunelab.training.options import TrainOptions, check_train
 
 
 @dataclass
@@ -110,20 +110,9 @@ def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] 
 
 def validate(cfg: Config) -> None:
     """Check choices and ranges before anything is loaded or written."""
-    t, d = cfg.train, cfg.data
-    if t.schedule not in SCHEDULES:
-        raise TunelabError(f"unknown schedule {t.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    if t.precision not in PRECISIONS:
-        raise TunelabError(
-            f"unknown precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}"
-        )
+    check_train(cfg.train)
+    d = cfg.data
     checks = [
-        (t.batch_size >= 1, "train.batch_size must be at least 1"),
-        (t.grad_accum >= 1, "train.grad_accum must be at least 1"),
-        (t.lr > 0, "train.lr must be positive"),
-        (t.epochs > 0 or (t.max_steps or 0) > 0, "train.epochs or train.max_steps must be > 0"),
-        (t.max_steps is None or t.max_steps >= 1, "train.max_steps must be at least 1 (or none)"),
-        (0 <= t.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
         (d.max_length >= 2, "data.max_length must be at least 2"),
         (d.limit is None or d.limit >= 2, "data.limit must be at least 2"),
         (cfg.task in TASKS, f"task must be one of {', '.join(TASKS)}, not {cfg.task!r}"),

@@ -22,7 +22,7 @@ from tunelab.objectives.options import (
     pretrain_train_defaults,
 )
 from tunelab.runs.options import RunOptions
-from tunelab.training.options import TrainOptions
+from tunelab.training.options import TrainOptions, check_train
 
 
 @dataclass
@@ -91,9 +91,8 @@ def validate(cfg: PretrainConfig) -> None:
         (0 <= p.dropout < 1, "pretrain.dropout must be in [0, 1)"),
         (c.validation_every >= 2, "corpus.validation_every must be at least 2"),
         (c.max_validation_blocks >= 1, "corpus.max_validation_blocks must be at least 1"),
-        (cfg.train.batch_size >= 1, "train.batch_size must be at least 1"),
-        (cfg.train.lr > 0, "train.lr must be positive"),
     ]
     for ok, msg in checks:
         if not ok:
             raise TunelabError(f"{msg}: fix the config or flag")
+    check_train(cfg.train)

@@ -41,11 +41,11 @@ def encode_prompts(tokenizer, prompts: list[str] | list[list[int]]) -> list[list
 
 def _check_model(model) -> None:
     if not hasattr(model, "generation_config") or not hasattr(model, "get_output_embeddings"):
-        raise TunelabError("this model cannot generate: load it with tunelab.models.load_lm")
+        raise TunelabError("this model cannot generate: load it with tunelab.runs.open.open_lm")
     if model.get_output_embeddings() is None:
         raise TunelabError(
             "this model has no language-model head (an encoder?): use a decoder or "
-            "encoder-decoder model loaded with tunelab.models.load_lm"
+            "encoder-decoder model loaded with tunelab.runs.open.open_lm"
         )
 
 

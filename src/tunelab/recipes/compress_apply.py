@@ -58,6 +58,7 @@ def train_in_loop(
     epochs: float,
     lr: float,
     quiet: bool,
+    hooks=None,
 ) -> dict[str, Any]:
     """Fine-tune `model` (or a distillation wrapper) on the run's training split through the
     one loop; returns the loop's counters. Validation picks the best weights where there is a
@@ -91,6 +92,9 @@ def train_in_loop(
             if "validation" in enc.data
             else None
         ),
+        before_step=hooks.before_step if hooks else None,
+        after_step=hooks.after_step if hooks else None,
+        param_groups=hooks.param_groups if hooks else None,
         show_progress=not quiet,
     )
     shutil.rmtree(folder, ignore_errors=True)
@@ -110,10 +114,21 @@ def _recover(model, source, tok, work, opts, quiet) -> dict[str, Any] | None:
             "fold back into the pruned model: pick full, freeze, gradual, lora, adalora or ia3"
         )
     strategy = get_strategy(opts.recovery_strategy)
-    trained = strategy.build(model, {}, source.marker.family or "encoder", opts.recovery_steps)
+    options = strategy.options({})
+    family = source.marker.family or "encoder"
+    trained = strategy.build(model, options, family, opts.recovery_steps)
     say(f"recovering with {opts.recovery_steps} steps of {opts.recovery_strategy}", quiet)
     counters = train_in_loop(
-        trained, source, tok, work, opts, opts.recovery_steps, 1.0, opts.recovery_lr, quiet
+        trained,
+        source,
+        tok,
+        work,
+        opts,
+        opts.recovery_steps,
+        1.0,
+        opts.recovery_lr,
+        quiet,
+        strategy.bound_hooks(options),  # gradual unfreezing, AdaLoRA's allocation, LR groups
     )
     if hasattr(trained, "merge_and_unload"):
         trained.merge_and_unload()
@@ -179,15 +194,14 @@ def _prune(ms, source, work, opts, quiet) -> tuple[dict, str]:
 
 
 def _distill(ms, source, work, cfg: CompressConfig, quiet) -> tuple[dict, str]:
-    import dataclasses
 
     from tunelab.compress import distill
 
     opts = cfg.compress
     teacher, tok = source.plain_model()
     tok.save_pretrained(work)
-    layers = ms.params["layers"]
-    options = dataclasses.replace(cfg.distill, layers=layers)
+    layers = ms.params["layers"]  # the depth is the method's: distill-half, distill-N
+    options = cfg.distill
     student = distill.make_student(teacher, "half" if layers == "half" else int(layers))
     wrapper = distill.Distiller(student, teacher, options)
     counters = train_in_loop(
@@ -253,7 +267,7 @@ def produce(spec: str, source: Source, runs_dir: Path, cfg: CompressConfig, quie
         runs_dir, name, True, {**source.config, "compress": {"method": spec}}
     )
     with discard_if_fresh(work):
-        kind = parse_method(spec).name
+        kind = ms.name
         say(f"{spec}: compressing {source.run}", quiet)
         if kind in ("bf16", "int8-dynamic", "int8-weight", "int4-weight"):
             info, weights = _quantize(ms, source, work)

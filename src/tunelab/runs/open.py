@@ -148,6 +148,11 @@ def open_lm(
         from tunelab.models.load import load_lm
 
         return load_lm(name, dtype=dtype, safetensors_only=safetensors_only), None
+    if not marker.generative:
+        raise TunelabError(
+            f"{path} is a {marker.task} run: generate, score and generative eval need a "
+            "causal_lm or seq2seq run or a language model (a classifier: tunelab predict)"
+        )
     with _loading(path):
         return _open_lm_run(path, marker, dtype, safetensors_only), marker
 

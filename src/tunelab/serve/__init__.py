@@ -8,10 +8,29 @@ batching (micro-batches for classify/score/embeddings), auth (API keys), limits 
 body size), domain_errors (what the engine side raises: no HTTP), errors (the one mapping of
 every error to HTTP: OpenAI-shaped bodies, status, Retry-After), metrics (Prometheus),
 masking (PII in logs and inputs). See docs/serving.md.
+
+The package's own import is light (no fastapi): `tunelab.api` and `--help` import it; the
+app's modules load on first use.
 """
 
-from tunelab.serve.app import create_app
-from tunelab.serve.loading import ModelHolder, Served, load_served
-from tunelab.serve.settings import ServeSettings
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "create_app": "tunelab.serve.app",
+    "ModelHolder": "tunelab.serve.loading",
+    "Served": "tunelab.serve.loading",
+    "load_served": "tunelab.serve.loading",
+    "ServeSettings": "tunelab.serve.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tunelab.serve' has no attribute {name!r}")
+
 
 __all__ = ["create_app", "ModelHolder", "Served", "ServeSettings", "load_served"]

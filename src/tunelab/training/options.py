@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunelab.errors import TunelabError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "step", "exponential")
 
@@ -50,3 +52,25 @@ class TrainOptions:
     """Seed for the split, the shuffling, dropout and new weights."""
     threads: int | None = None
     """CPU threads for torch (default: torch's own choice)."""
+
+
+def check_train(t: TrainOptions) -> None:
+    """Choices and ranges of the train section (every recipe that trains), one-line errors."""
+    if t.schedule not in SCHEDULES:
+        raise TunelabError(f"unknown schedule {t.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if t.precision not in PRECISIONS:
+        raise TunelabError(
+            f"unknown precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
+    checks = [
+        (t.batch_size >= 1, "train.batch_size must be at least 1"),
+        (t.eval_batch_size >= 1, "train.eval_batch_size must be at least 1"),
+        (t.grad_accum >= 1, "train.grad_accum must be at least 1"),
+        (t.lr > 0, "train.lr must be positive"),
+        (t.epochs > 0 or (t.max_steps or 0) > 0, "train.epochs or train.max_steps must be > 0"),
+        (t.max_steps is None or t.max_steps >= 1, "train.max_steps must be at least 1 (or none)"),
+        (0 <= t.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise TunelabError(f"{msg}: fix the config or flag")

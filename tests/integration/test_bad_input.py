@@ -11,27 +11,14 @@ import sys
 import pytest
 
 from tests.conftest import toy_examples, write_csv
-from tunelab import api
+from tests.integration.conftest import toy_classifier_run
 from tunelab.cli import main
 
 
 @pytest.fixture(scope="module")
 def run(tiny_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad-input")
-    data = write_csv(root / "toy.csv", toy_examples(60))
-    cfg = api.build_config(
-        overrides={
-            "model.name": str(tiny_models["encoder"]),
-            "data.source": str(data),
-            "data.max_length": 32,
-            "train.max_steps": 2,
-            "train.batch_size": 8,
-            "train.threads": 1,
-            "run.output_dir": str(root / "runs"),
-            "run.name": "toy",
-        }
-    )
-    return api.finetune(cfg, quiet=True).run_dir
+    return toy_classifier_run(tiny_models["encoder"], root, 60, 2, 1e-4)
 
 
 @pytest.fixture

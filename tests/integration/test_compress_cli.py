@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import toy_examples, write_csv
+from tests.integration.conftest import toy_classifier_run
 from tunelab import api
 from tunelab.cli import main
 from tunelab.errors import TunelabError
@@ -17,21 +17,7 @@ from tunelab.runs.marker import read_marker
 @pytest.fixture(scope="module")
 def classifier_run(tiny_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("compress")
-    data = write_csv(root / "toy.csv", toy_examples(90))
-    cfg = api.build_config(
-        overrides={
-            "model.name": str(tiny_models["encoder"]),
-            "data.source": str(data),
-            "data.max_length": 32,
-            "train.max_steps": 30,
-            "train.batch_size": 8,
-            "train.lr": 3e-3,
-            "train.threads": 1,
-            "run.output_dir": str(root / "runs"),
-            "run.name": "toy",
-        }
-    )
-    return api.finetune(cfg, quiet=True).run_dir
+    return toy_classifier_run(tiny_models["encoder"], root, 90, 30, 3e-3)
 
 
 METHODS = "bf16,int8-dynamic,prune-50,prune-heads-50,prune-layers-1,distill-half,onnx"

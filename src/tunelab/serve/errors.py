@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,10 +123,15 @@ def api_error(exc: BaseException) -> APIError | None:
     return APIError(http.status, str(exc), param=param, code=http.code, headers=headers)
 
 
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|set)\[.*\])$")
+
+
 def _validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     first = errors[0] if errors else {}
-    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    # pydantic names the union member a value failed in (prompt.str, prompt.list[int].1):
+    # the client's parameter is the field path without those type tags
+    loc = [str(x) for x in first.get("loc", ()) if x != "body" and not _TYPE_TAG.match(str(x))]
     if first.get("type") == "json_invalid":
         return APIError(422, "the request body is not valid JSON", code="invalid_json")
     param = ".".join(loc) or None

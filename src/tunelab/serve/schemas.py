@@ -30,8 +30,9 @@ NEUTRAL: dict[str, Any] = {
 
 
 class _Body(BaseModel):
-    # clients send fields this server does not know (user, metadata...): keep them, check below
-    model_config = ConfigDict(extra="allow")
+    # clients send fields this server does not know (user, metadata...): keep them, check below;
+    # strict: "5" is no max_tokens and true is no token id (JSON has the right types)
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str | None = None
     """The served model's id (see /v1/models); another id answers 404."""
 
@@ -45,6 +46,7 @@ class _Body(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
     include_usage: bool = False
 
 
@@ -76,13 +78,13 @@ class CompletionRequest(_Sampling):
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
 

@@ -126,6 +126,10 @@ def test_chat_completion_uses_the_chat_template(served_decoder, client_for):
         ({"prompt": "   "}, 400, "prompt"),
         ({"prompt": "goal", "model": "gpt-4"}, 404, "model"),
         ({"max_tokens": 3}, 422, "prompt"),
+        # strict types (hardening issue): a string is no number, a boolean is no token id
+        ({"prompt": "goal", "max_tokens": "5"}, 422, "max_tokens"),
+        ({"prompt": [1, True]}, 422, "prompt"),
+        ({"prompt": "goal", "stream": "yes"}, 422, "stream"),
     ],
 )
 def test_bad_completion_requests(served_decoder, client_for, body, status, param):
@@ -159,3 +163,10 @@ def test_chat_without_template_is_a_400(tiny_models, client_for):
         "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
     )
     assert r.status_code == 400 and r.json()["error"]["code"] == "no_chat_template"
+
+
+def test_json_numbers_keep_working_under_strict_types(served_decoder, client_for):
+    c = client_for(served_decoder)
+    body = {"prompt": [2, 5, 7], "max_tokens": 2, "temperature": 0, "top_p": 1}
+    r = c.post("/v1/completions", json=body)  # ints where floats are declared: fine
+    assert r.status_code == 200, r.text

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tunelab.logs import quiet_libraries
     from tunelab.recipes.compress_source import open_source
+    from tunelab.runs.marker import MARKER_FILE, is_run
     from tunelab.runs.open import open_classifier
     from tunelab.tasks.classification import autocast_for
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     models: dict[str, tuple[object, bool]] = {"fp32": (model, False), "tunelab": (model, True)}
     onnx_run = report / "runs" / "onnx"
     tmp = None
-    if not (onnx_run / "tunelab_run.json").is_file():
+    if not is_run(onnx_run):
         from tunelab.compress.export import OnnxClassifier, to_onnx
 
         tmp = tempfile.TemporaryDirectory()
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         models["onnxruntime"] = (OnnxClassifier(path, model.config), False)
     else:
         models["onnxruntime"] = (open_classifier(onnx_run)[0], False)
-    for run in sorted((report / "runs").glob("*/tunelab_run.json")):
+    for run in sorted((report / "runs").glob(f"*/{MARKER_FILE}")):
         name = run.parent.name
         if name != "onnx":
             models[name] = (open_classifier(run.parent)[0], True)

@@ -50,6 +50,16 @@ class CompressOptions:
     """Seed of every method that trains or samples."""
 
 
+def check_recovery_strategy(name: str) -> None:
+    """A registered strategy whose training folds back into a plain (pruned) model."""
+    if not strategy_info(name).can_merge:
+        mergeable = ", ".join(n for n, i in STRATEGIES.items() if i.can_merge)
+        raise TunelabError(
+            f"--compress.recovery_strategy {name} adds modules that do not fold back into the "
+            f"pruned model: pick one of {mergeable}"
+        )
+
+
 @dataclass
 class CompressConfig:
     """`tunelab compress`'s options: its own section and the distillation options."""
@@ -115,11 +125,6 @@ def build_compress_config(
     for ok, msg in checks:
         if not ok:
             raise TunelabError(f"{msg}: fix the flag or the config")
-    if not strategy_info(c.recovery_strategy).can_merge:
-        mergeable = ", ".join(n for n, i in STRATEGIES.items() if i.can_merge)
-        raise TunelabError(
-            f"--compress.recovery_strategy {c.recovery_strategy} adds modules that do not fold "
-            f"back into the pruned model: pick one of {mergeable}"
-        )
+    check_recovery_strategy(c.recovery_strategy)
     check_options(cfg.distill)
     return cfg

@@ -16,11 +16,12 @@ from typing import Any
 from torch import nn
 
 from tunelab.compress import MethodSpec, parse_method
-from tunelab.config.compress import CompressConfig, CompressOptions
+from tunelab.config.compress import CompressConfig, CompressOptions, check_recovery_strategy
 from tunelab.errors import TunelabError
 from tunelab.logs import say
 from tunelab.recipes.compress_source import Source, derived_marker
 from tunelab.runs.compressed import PRUNED_FILE, QUANTIZED_FILE
+from tunelab.runs.marker import is_run
 from tunelab.runs.workdir import discard_if_fresh, finish_workdir, open_workdir
 
 
@@ -103,16 +104,11 @@ def train_in_loop(
 
 def _recover(model, source, tok, work, opts, quiet) -> dict[str, Any] | None:
     """The recovery fine-tune after pruning, with the chosen strategy (peft merged back)."""
-    from tunelab.strategies import get_strategy, strategy_info
+    from tunelab.strategies import get_strategy
 
     if opts.recovery_steps == 0:
         return None
-    info = strategy_info(opts.recovery_strategy)
-    if not info.can_merge:
-        raise TunelabError(
-            f"--compress.recovery_strategy {opts.recovery_strategy} adds modules that do not "
-            "fold back into the pruned model: pick full, freeze, gradual, lora, adalora or ia3"
-        )
+    check_recovery_strategy(opts.recovery_strategy)
     strategy = get_strategy(opts.recovery_strategy)
     options = strategy.options({})
     family = source.marker.family or "encoder"
@@ -258,7 +254,7 @@ def produce(spec: str, source: Source, runs_dir: Path, cfg: CompressConfig, quie
     opts = cfg.compress
     ms = parse_method(spec)
     name = spec.replace("/", "_")
-    if (runs_dir / name / "tunelab_run.json").is_file():
+    if is_run(runs_dir / name):
         return runs_dir / name
     if opts.threads:
         torch.set_num_threads(opts.threads)

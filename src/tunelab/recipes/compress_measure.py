@@ -5,7 +5,6 @@ in a fresh process, so the figure is its own)."""
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from contextlib import nullcontext
@@ -16,6 +15,7 @@ import torch
 
 from tunelab.config.compress import CompressOptions
 from tunelab.recipes.compress_source import Source
+from tunelab.recipes.finetune import peak_memory_mib
 
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".gguf", ".onnx.data", ".data")
 
@@ -27,10 +27,6 @@ def weight_bytes(run: Path) -> int:
         for p in run.rglob("*")
         if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) and "training" not in p.parts
     )
-
-
-def peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _params(model) -> int | None:
@@ -173,5 +169,5 @@ def measure(
     else:
         row = measure_classifier(run, source, opts, autocast)
     row["size_mib"] = round(weight_bytes(run) / 2**20, 2)
-    row["peak_memory_mib"] = peak_rss_mib()
+    row["peak_memory_mib"] = peak_memory_mib()
     return row

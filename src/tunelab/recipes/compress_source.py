@@ -12,6 +12,7 @@ import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.runs.marker import RunMarker, read_marker
+from tunelab.strategies import strategy_info
 
 
 @dataclass
@@ -62,9 +63,8 @@ class Source:
             model, tok = loaded.model, loaded.tokenizer
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
-        if self.marker.strategy in ("adapter", "prefix", "prompt", "ptuning") and (
-            self.marker.weights != "merged"
-        ):
+        strategy = self.marker.strategy or "full"
+        if not strategy_info(strategy).can_merge and self.marker.weights != "merged":
             raise TunelabError(
                 f"{self.run} holds {self.marker.strategy} modules that do not fold into the base "
                 "weights: compress a full or merged run (finetune with --merge, or strategy full)"

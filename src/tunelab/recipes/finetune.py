@@ -22,6 +22,7 @@ from tunelab.logs import say
 from tunelab.runs.marker import RunMarker
 from tunelab.runs.workdir import discard_if_fresh, open_workdir, saved_config
 from tunelab.strategies import get_strategy, strategy_info
+from tunelab.tasks import LM_METRICS
 from tunelab.tasks.base import Encoded, Task, get_task
 
 
@@ -108,7 +109,7 @@ def checked_config(cfg: Config, task: Task) -> Config:
         raise TunelabError(
             "run.predict classifies texts: generate with the finished run folder instead"
         )
-    if cfg.train.metric.removeprefix("eval_") in ("loss", "perplexity"):
+    if cfg.train.metric.removeprefix("eval_") in LM_METRICS:
         return cfg
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, metric="loss"))
 

@@ -11,3 +11,5 @@ TASKS: dict[str, str] = {
 """Task name -> the module that implements it."""
 
 GENERATIVE_TASKS = ("causal_lm", "seq2seq")
+LM_METRICS = ("loss", "perplexity")
+"""Validation metrics of a generative task (the best checkpoint has the lowest)."""

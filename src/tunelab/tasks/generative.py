@@ -21,8 +21,6 @@ from tunelab.tasks import GENERATIVE_TASKS
 from tunelab.tasks.base import Encoded, Splits, own_split_files
 from tunelab.tasks.causal_lm import has_chat_template, prompt_text
 
-LM_METRICS = ("loss", "perplexity")
-
 
 def load_base(
     name: str, task: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32

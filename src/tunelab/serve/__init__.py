@@ -5,9 +5,10 @@ background, safetensors only), state (what endpoints share), routes_generate (co
 chat), routes_encode (classify, embeddings, score), generation (the Generator interface and
 its first, serial implementation), scheduler (continuous batching, the default generator),
 batching (micro-batches for classify/score/embeddings), auth (API keys), limits (rate limit,
-body size), domain_errors (what the engine side raises: no HTTP), errors (the one mapping of
-every error to HTTP: OpenAI-shaped bodies, status, Retry-After), metrics (Prometheus),
-masking (PII in logs and inputs). See docs/serving.md.
+body size), json_body (request bodies must be JSON: 422 invalid_json), domain_errors (what
+the engine side raises: no HTTP), errors (the one mapping of every error to HTTP:
+OpenAI-shaped bodies, status, Retry-After), openapi (what /openapi.json says each endpoint
+answers), metrics (Prometheus), masking (PII in logs and inputs). See docs/serving.md.
 
 The package's own import is light (no fastapi): `tunelab.api` and `--help` import it; the
 app's modules load on first use.

@@ -6,7 +6,8 @@
 
 Middleware, outermost first: metrics (every response counted and timed, errors included),
 the catch-all 500 handler, API keys and rate limits on /v1 paths (401, 429: checked before
-the body is read), the body size limit (413). /health, /ready and /metrics are open: they say
+the body is read), the body size limit (413), the JSON check of request bodies (422
+invalid_json; json_body.py). /health, /ready and /metrics are open: they say
 nothing about the model's inputs or outputs. The model loads in a background thread started
 by the app's lifespan, so /health answers at once and /ready turns 200 when it is in.
 """
@@ -19,8 +20,10 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from tunelab.serve import openapi as doc
 from tunelab.serve.auth import AuthMiddleware, KeyChecker, read_keys
 from tunelab.serve.errors import CatchAllMiddleware, install_error_handlers
+from tunelab.serve.json_body import JsonBodyMiddleware
 from tunelab.serve.limits import BodyLimitMiddleware
 from tunelab.serve.loading import ModelHolder
 from tunelab.serve.metrics import MetricsMiddleware
@@ -53,6 +56,7 @@ def create_app(
     st.generator_factory = generator_factory
     started = int(time.time())
     paths: set[str] = set()  # known routes: metric labels for requests refused before routing
+    json_paths: set[str] = set()  # routes that read a JSON body
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -63,16 +67,17 @@ def create_app(
     app = FastAPI(title="tunelab serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.tl = st
     install_error_handlers(app)
+    app.add_middleware(JsonBodyMiddleware, paths=json_paths)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuthMiddleware, keys=st.keys, limiter=st.limiter)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics, paths=paths)
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": doc.Health}, **doc.OPEN_RESPONSES})
     async def health():
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get("/ready", responses=doc.READY_RESPONSES)
     async def ready():
         if holder.error:
             return JSONResponse(
@@ -92,13 +97,13 @@ def create_app(
             "endpoints": served.endpoints,
         }
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=doc.METRICS_RESPONSES)
     async def metrics():
         return Response(st.metrics.render(), media_type=st.metrics.content_type)
 
     v1 = APIRouter()
 
-    @v1.get("/v1/models")
+    @v1.get("/v1/models", responses={200: {"model": doc.ModelList}, **doc.V1_RESPONSES})
     async def models():
         return {
             "object": "list",
@@ -110,5 +115,7 @@ def create_app(
     v1.include_router(routes_generate.router)
     v1.include_router(routes_encode.router)
     app.include_router(v1)
-    paths.update(app.openapi()["paths"])  # app.routes nests included routers
+    documented = app.openapi()["paths"]  # app.routes nests included routers
+    paths.update(documented)
+    json_paths.update(p for p, ops in documented.items() if "requestBody" in ops.get("post", {}))
     return app

@@ -3,7 +3,7 @@
     {"error": {"message": "...", "type": "invalid_request_error", "param": null, "code": null}}
 
 This module is the one place where errors become HTTP. `APIError` is raised by endpoints and
-middleware (auth, limits). Everything below them (the generators, the micro-batcher,
+middleware (auth, limits, json_body). Everything below them (the generators, the micro-batcher,
 `ServeState`) raises domain errors instead (tunelab.errors, serve/domain_errors.py); `HTTP`
 below maps each to its status, error code and Retry-After, and `api_error` applies it, for
 the exception handlers (`install_error_handlers`, which also shape request validation errors
@@ -126,6 +126,16 @@ def api_error(exc: BaseException) -> APIError | None:
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|set)\[.*\])$")
 
 
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "a string"
+
+
 def _validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     first = errors[0] if errors else {}
@@ -134,6 +144,11 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     loc = [str(x) for x in first.get("loc", ()) if x != "body" and not _TYPE_TAG.match(str(x))]
     if first.get("type") == "json_invalid":
         return APIError(422, "the request body is not valid JSON", code="invalid_json")
+    if tuple(first.get("loc", ())) == ("body",) and first.get("type") == "model_attributes_type":
+        got = _json_kind(first.get("input"))
+        return APIError(
+            422, f"the request body must be a JSON object, not {got}", code="invalid_value"
+        )
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid request")
     where = f"{param}: " if param else ""

@@ -7,14 +7,16 @@ Card-like numbers (13-19 digits, optionally grouped by spaces or dashes) are mas
 they pass the Luhn check, so order numbers and timestamps mostly survive; phone numbers are
 9-15 digits in groups, with an optional +country code and (area) code, except numbers glued
 to a word by a hyphen and YYYYMMDD-HHMMSS timestamps (run names). These are patterns, not a
-guarantee: `MaskingFilter` applies them to log records (message, arguments, exception text),
-and the server applies them to inputs when asked (--mask-pii-in-inputs).
+guarantee: `MaskingFilter` applies them to log records (message, arguments, exception text;
+percent-encoded text too, as in a logged query string), and the server applies them to
+inputs when asked (--mask-pii-in-inputs).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
@@ -86,20 +88,31 @@ def mask_any(value):
     return value
 
 
+def _mask_logged(text: str) -> str:
+    """mask_pii, and over the percent-decoded text when that hides more: a query string as
+    uvicorn's access line prints it (?to=eve%40example.com&card=4111+1111+1111+1111)."""
+    masked = mask_pii(text)
+    if "%" not in masked and "+" not in masked:
+        return masked
+    decoded = unquote_plus(masked)
+    redone = mask_pii(decoded)
+    return redone if redone != decoded else masked
+
+
 def _mask_arg(value):
     """`value` masked, keeping its type where it holds no personal data (a formatter may
     need an int for %d, or unpack a tuple of arguments as uvicorn's access formatter does)."""
     if isinstance(value, str):
-        return mask_pii(value)
+        return _mask_logged(value)
     if isinstance(value, bool | int | float | None):
-        masked = mask_pii(str(value))
+        masked = _mask_logged(str(value))
         return value if masked == str(value) else masked
     if isinstance(value, list | tuple):
         return type(value)(_mask_arg(v) for v in value)
     if isinstance(value, dict):
         return {k: _mask_arg(v) for k, v in value.items()}
     text = str(value)
-    masked = mask_pii(text)
+    masked = _mask_logged(text)
     return value if masked == text else masked
 
 
@@ -110,29 +123,29 @@ class MaskingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg if isinstance(record.msg, str) else str(record.msg)
-        record.msg = mask_pii(msg)
+        record.msg = _mask_logged(msg)
         if record.args:
             original, record.args = record.args, _mask_arg(record.args)
             try:
                 message = record.getMessage()
             except (TypeError, ValueError, KeyError):
                 message = None
-            if message is None or mask_pii(message) != message:
+            if message is None or _mask_logged(message) != message:
                 # a value split between template and arguments, or arguments that no longer
                 # fit the template: the whole message, masked, with no arguments left
                 try:
                     message = msg % original
                 except (TypeError, ValueError, KeyError):
                     message = f"{msg} {original!r}"
-                record.msg, record.args = mask_pii(message), ()
+                record.msg, record.args = _mask_logged(message), ()
                 record.__dict__.pop("color_message", None)
         if record.exc_info and record.exc_info[0] is not None:
             text = record.exc_text or logging.Formatter().formatException(record.exc_info)
-            record.exc_text, record.exc_info = mask_pii(text), None
+            record.exc_text, record.exc_info = _mask_logged(text), None
         elif record.exc_text:
-            record.exc_text = mask_pii(record.exc_text)
+            record.exc_text = _mask_logged(record.exc_text)
         if record.stack_info:
-            record.stack_info = mask_pii(record.stack_info)
+            record.stack_info = _mask_logged(record.stack_info)
         return True
 
 

@@ -17,6 +17,12 @@ import torch
 from fastapi import APIRouter, Request
 
 from tunelab.serve.errors import APIError
+from tunelab.serve.openapi import (
+    ClassifyResponse,
+    EmbeddingsResponse,
+    ScoreResponse,
+    model_responses,
+)
 from tunelab.serve.schemas import ClassifyRequest, EmbeddingsRequest, ScoreRequest
 from tunelab.serve.state import ServeState, unless_disconnected
 
@@ -54,7 +60,7 @@ def _classify_fn(served, max_batch: int):
     return run
 
 
-@router.post("/v1/classify")
+@router.post("/v1/classify", responses=model_responses(ClassifyResponse, "labels"))
 async def classify(body: ClassifyRequest, request: Request):
     st = _state(request)
     served = st.require("/v1/classify", body.model)
@@ -110,7 +116,7 @@ def _encode_b64(vec: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", responses=model_responses(EmbeddingsResponse, "embeddings"))
 async def embeddings(body: EmbeddingsRequest, request: Request):
     st = _state(request)
     served = st.require("/v1/embeddings", body.model)
@@ -176,7 +182,7 @@ def _score_fn(served, max_batch: int):
     return run
 
 
-@router.post("/v1/score")
+@router.post("/v1/score", responses=model_responses(ScoreResponse, "log-probabilities"))
 async def score_texts(body: ScoreRequest, request: Request):
     st = _state(request)
     served = st.require("/v1/score", body.model)

@@ -24,6 +24,7 @@ from tunelab.decoding import DecodingOptions
 from tunelab.decoding.options import check_options
 from tunelab.serve.errors import APIError, api_error
 from tunelab.serve.generation import GenEvent, GenRequest
+from tunelab.serve.openapi import ChatCompletion, Completion, model_responses
 from tunelab.serve.schemas import ChatRequest, CompletionRequest
 from tunelab.serve.state import ServeState, unless_disconnected, until_disconnect
 
@@ -58,8 +59,11 @@ def _check(st: ServeState, body) -> None:
         raise APIError(400, "stop takes up to 4 non-empty strings", param="stop")
 
 
-def _max_tokens(st: ServeState, served, asked: int | None, prompts: list[list[int]]) -> int:
-    """max_tokens checked against the server's limit and the model's context."""
+def _max_tokens(
+    st: ServeState, served, asked: int | None, prompts: list[list[int]], default: int | None = None
+) -> int:
+    """max_tokens checked against the server's limit and the model's context; unset, it is
+    `default` (else the most there is room for) within both."""
     limit = st.settings.max_tokens_limit
     longest = max(len(p) for p in prompts)
     room = None
@@ -76,7 +80,7 @@ def _max_tokens(st: ServeState, served, asked: int | None, prompts: list[list[in
             code="context_length_exceeded",
         )
     if asked is None:
-        asked = min(limit, room) if room is not None else limit
+        asked = min(limit, default or limit, room if room is not None else limit)
     if asked > limit:
         raise APIError(
             400, f"max_tokens {asked} is over this server's limit of {limit}", param="max_tokens"
@@ -254,7 +258,7 @@ async def _respond(st: ServeState, request: Request, run: _Run):
     return await unless_disconnected(request, run.collect())
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=model_responses(Completion, "completion", stream=True))
 async def completions(body: CompletionRequest, request: Request):
     st: ServeState = request.app.state.tl
     served = st.require("/v1/completions", body.model)
@@ -262,7 +266,7 @@ async def completions(body: CompletionRequest, request: Request):
     prompt = st.inputs(body.prompt) if not _is_ids(body.prompt) else body.prompt
     st.log_request(request, prompt)
     prompts = _encode(served, prompt)
-    opts = _options(body, _max_tokens(st, served, body.max_tokens, prompts))
+    opts = _options(body, _max_tokens(st, served, body.max_tokens, prompts, default=16))
     return await _respond(st, request, _Run(st, "/v1/completions", False, prompts, opts, body))
 
 
@@ -270,7 +274,10 @@ def _is_ids(prompt) -> bool:
     return isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], str)
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    responses=model_responses(ChatCompletion, "chat completion", stream=True),
+)
 async def chat_completions(body: ChatRequest, request: Request):
     st: ServeState = request.app.state.tl
     served = st.require("/v1/chat/completions", body.model)

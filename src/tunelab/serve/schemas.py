@@ -8,9 +8,24 @@ ignoring it. Extension fields: top_k, min_p, repetition_penalty, num_beams, leng
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _whole(value):
+    """2.0 is the integer 2 (JSON Schema says so, and clients generated from the schema may
+    send it); 2.5, "2" and true stay errors."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_whole)]
+"""A JSON integer: an int, or a float with no fraction."""
+INT64 = 2**63
+"""Seeds and top_k are int64 (torch's); beyond, the engine fails rather than refusing."""
+# the bounds before the validator, so that the JSON schema has them as minimum / maximum
+Positive = Annotated[int, Field(ge=1), BeforeValidator(_whole)]
+Int64 = Annotated[int, Field(ge=-INT64, lt=INT64), BeforeValidator(_whole)]
 
 NEUTRAL: dict[str, Any] = {
     "logprobs": (None, False, 0),
@@ -51,20 +66,21 @@ class StreamOptions(BaseModel):
 
 
 class _Sampling(_Body):
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Positive | None = None
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=16)
+    n: Int = Field(1, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # extensions (transformers' names)
-    top_k: int = Field(0, ge=0)
+    # extensions (transformers' names); the bounds keep the arithmetic finite: a penalty of
+    # 1e-300 divides logits into inf, a length penalty of 1e10 overflows (step + 1) ** lp
+    top_k: Int = Field(0, ge=0, lt=INT64)
     min_p: float = Field(0.0, ge=0, lt=1)
-    repetition_penalty: float = Field(1.0, gt=0)
-    num_beams: int = Field(1, ge=1, le=16)
-    length_penalty: float = 1.0
+    repetition_penalty: float = Field(1.0, ge=0.01, le=100)
+    num_beams: Int = Field(1, ge=1, le=16)
+    length_penalty: float = Field(1.0, ge=-10, le=10)
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -73,8 +89,9 @@ class _Sampling(_Body):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=1)
+    prompt: str | list[str] | list[Int] | list[list[Int]]
+    max_tokens: Positive | None = None
+    """Unset: OpenAI's 16, within the server's limit and the model's context."""
 
 
 class ContentPart(BaseModel):
@@ -91,7 +108,7 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: Positive | None = None
 
 
 class ClassifyRequest(_Body):
@@ -99,7 +116,7 @@ class ClassifyRequest(_Body):
 
 
 class EmbeddingsRequest(_Body):
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | list[Int] | list[list[Int]]
     encoding_format: Literal["float", "base64"] = "float"
     normalize: bool = True
     """Extension: scale every embedding to length 1 (as OpenAI's are); false: the raw mean."""

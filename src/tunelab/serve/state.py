@@ -65,9 +65,10 @@ class ServeState:
                 f"model {model!r} is not served here: this server serves {self.model_name!r}"
             )
         if endpoint not in served.endpoints:
+            a = "an" if served.family.startswith(tuple("aeiou")) else "a"
             raise de.EndpointNotServed(
-                f"{self.model_name} is a {served.family} {served.kind} model and does not serve "
-                f"{endpoint}; it serves {', '.join(served.endpoints)}"
+                f"{self.model_name} is {a} {served.family} {served.kind} model and does not "
+                f"serve {endpoint}; it serves {', '.join(served.endpoints)}"
             )
         return served
 

@@ -14,17 +14,22 @@ def _err(capsys) -> str:
     return err
 
 
+# --port 0 (any free port) so that a server already on 8000 does not answer first: these
+# inputs are refused before anything binds
+
+
 def test_missing_model(tmp_path, capsys):
-    assert main(["serve", str(tmp_path / "nope")]) == 2
+    assert main(["serve", str(tmp_path / "nope"), "--port", "0"]) == 2
     assert "not a model" in _err(capsys)
 
 
 def test_bad_keys(tiny_models, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TUNELAB_API_KEYS", raising=False)
-    assert main(["serve", str(tiny_models["decoder"]), "--keys-file", str(tmp_path / "k")]) == 2
+    args = ["serve", str(tiny_models["decoder"]), "--port", "0"]
+    assert main([*args, "--keys-file", str(tmp_path / "k")]) == 2
     assert "keys file" in _err(capsys)
     monkeypatch.setenv("TUNELAB_API_KEYS", "short")
-    assert main(["serve", str(tiny_models["decoder"])]) == 2
+    assert main(args) == 2
     assert "shorter than 8" in _err(capsys)
 
 

@@ -129,3 +129,19 @@ def test_filter_masks_exception_text_and_chained_errors():
     assert "ValueError" in text and "RuntimeError" in text and "[EMAIL]" in text
     for secret in ("eve@example.com", "bob@example.org", "4111 1111 1111 1111", "7946 0958"):
         assert secret not in text
+
+
+def test_filter_masks_percent_encoded_query_strings():
+    from uvicorn.logging import AccessFormatter
+
+    path = "/v1/x?mail=eve%40example.com&tel=%2B44+20+7946+0958&card=4111%201111%201111%201111"
+    record = _record(
+        "uvicorn.access", '%s - "%s %s HTTP/%s" %d', ("1.2.3.4:5", "GET", path, "1.1", 200)
+    )
+    assert MaskingFilter().filter(record)
+    line = AccessFormatter('"%(request_line)s" %(status_code)s').format(record)
+    assert line == '"GET /v1/x?mail=[EMAIL]&tel=[PHONE]&card=[CARD] HTTP/1.1" 200 OK'
+    # percent signs and plus signs that hide nothing are left as they are
+    record = _record("tunelab.x", "%s", ("50%25 off, a+b, 100%",))
+    MaskingFilter().filter(record)
+    assert record.getMessage() == "50%25 off, a+b, 100%"

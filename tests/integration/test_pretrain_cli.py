@@ -20,6 +20,8 @@ def corpus(tmp_path):
 
 
 def _pretrain(corpus, out, objective, *extra, steps=4):
+    # a new tiny model, or (--from) the one given: --preset and --from are refused together
+    preset = [] if "--from" in extra else ["--preset", "tiny"]
     return main(
         [
             "pretrain",
@@ -29,8 +31,7 @@ def _pretrain(corpus, out, objective, *extra, steps=4):
             str(corpus),
             "--text-column",
             "body",
-            "--preset",
-            "tiny",
+            *preset,
             "--vocab-size",
             "300",
             "--seq-len",

@@ -32,7 +32,9 @@ VERBS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from tunelab.cli.flags import Parser
+
+    parser = Parser(
         prog="tunelab",
         description="Fine-tune, evaluate and use transformer models; every strategy one flag.",
     )
@@ -44,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    try:
+        a = parser.parse_args(argv)
+    except TunelabError as exc:  # a UsageError: unknown option, bad choice, missing argument
+        print(f"tunelab: error: {exc}", file=sys.stderr)
+        return 2
     try:
         from tunelab.logs import quiet_libraries
 

@@ -58,5 +58,19 @@ def decoding_options(args: argparse.Namespace, **defaults):
         opts = DecodingOptions(**{**defaults, **given})
     except TypeError as exc:  # a caller default that is not an option: a bug, but say so
         raise TunelabError(f"bad decoding option ({exc})") from None
-    check_options(opts)
+    try:
+        check_options(opts)
+    except TunelabError as exc:
+        raise TunelabError(as_flags(str(exc))) from None
     return opts
+
+
+def as_flags(message: str) -> str:
+    """A check_options message with its option names (top_p) as this CLI's flags (--top-p)."""
+    import re
+
+    from tunelab.decoding.options import DecodingOptions
+
+    names = sorted((f.name for f in dataclasses.fields(DecodingOptions)), key=len, reverse=True)
+    pattern = r"(?<![\w-])(" + "|".join(names) + r")\b"
+    return re.sub(pattern, lambda m: "--" + m.group(1).replace("_", "-"), message)

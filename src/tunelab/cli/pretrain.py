@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from tunelab.cli.flags import ALIASES, verb_parser
+from tunelab.errors import TunelabError
 
 SHORT = {
     "--objective": "pretrain.objective",
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> None:
     from tunelab import api
 
     values = {k: v for k, v in vars(args).items() if k not in ("verb", "config")}
+    if "pretrain.preset" in values and "pretrain.from_model" in values:
+        raise TunelabError("--preset builds a new model and --from continues one: pass one")
     cfg = api.build_pretrain_config(args.config, values)
     result = api.pretrain(cfg)
     val = result.metrics.get("validation", {})

@@ -65,14 +65,30 @@ def _settings(a: argparse.Namespace):
     values = {f.name: getattr(a, f.name) for f in dataclasses.fields(ServeSettings)}
     s = ServeSettings(**values)
     positive = ("max_request_bytes", "max_queue", "max_batch_size", "max_tokens_limit")
-    for name in ("port", *positive, "max_running"):
-        if getattr(s, name) < (0 if name == "port" else 1):
+    for name in (*positive, "max_running"):
+        if getattr(s, name) < 1:
             raise TunelabError(f"{_flag(name)} must be positive, got {getattr(s, name)}")
-    if s.port > 65535:
-        raise TunelabError(f"--port must be 0-65535, got {s.port}")
-    if s.request_timeout <= 0 or s.batch_window_ms < 0 or s.rate_limit < 0:
-        raise TunelabError("--request-timeout must be > 0; --batch-window-ms, --rate-limit >= 0")
+    if not 0 <= s.port <= 65535:
+        raise TunelabError(f"--port must be 0-65535 (0: any free port), got {s.port}")
+    for name in ("request_timeout", "graceful_timeout", "batch_window_ms", "rate_limit"):
+        if getattr(s, name) < 0 or (name == "request_timeout" and s.request_timeout == 0):
+            least = "above 0" if name == "request_timeout" else "0 or more"
+            raise TunelabError(f"{_flag(name)} must be {least}, got {getattr(s, name)}")
+    if s.rate_burst < 0:
+        raise TunelabError(f"--rate-burst must be 0 or more, got {s.rate_burst}")
+    _check_keys(s.keys_file)
     return s
+
+
+def _check_keys(keys_file: str | None) -> None:
+    """A --keys-file must exist and hold a key: an empty one would turn authentication off."""
+    from tunelab.serve.auth import read_keys
+
+    if keys_file is not None and not read_keys(keys_file, environ={}):
+        raise TunelabError(
+            f"--keys-file {keys_file} holds no keys: add one KEY or NAME KEY per line, or drop "
+            "--keys-file to serve without authentication"
+        )
 
 
 def _port_free(host: str, port: int) -> None:

@@ -113,6 +113,20 @@ def parse_method(spec: str) -> MethodSpec:
         m = re.fullmatch(info.pattern, spec.strip())
         if m:
             params = {k: v for k, v in m.groupdict().items() if v is not None}
+            _check_params(spec.strip(), params)
             return MethodSpec(spec.strip(), name, params)
     known = ", ".join(i.example for i in METHODS.values())
     raise TunelabError(f"unknown compression method {spec!r}: --methods takes e.g. {known}")
+
+
+def _check_params(spec: str, params: dict[str, str]) -> None:
+    """Numbers in a spec that no model can take, refused before any method runs."""
+    if "percent" in params and not 1 <= int(params["percent"]) <= 99:
+        raise TunelabError(
+            f"--methods {spec}: the percentage must be from 1 to 99, got {params['percent']}"
+        )
+    what = {"count": "blocks to drop", "layers": "student layers", "group": "group size"}
+    for key, words in what.items():
+        value = params.get(key, "")
+        if value.isdigit() and int(value) < 1:
+            raise TunelabError(f"--methods {spec}: the {words} must be at least 1, got {value}")

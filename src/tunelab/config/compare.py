@@ -46,6 +46,12 @@ def load_compare_config(
         raise TunelabError(f"unknown compare option(s) {unknown}: known ones are {sorted(known)}")
     cc = CompareConfig(**section)
     raw.pop("strategy", None)
+    task = raw.pop("task", "classification")
+    if task != "classification":
+        raise TunelabError(
+            f"tunelab compare compares classifiers, not {task} runs: drop `task: {task}` from "
+            "the config (fine-tune a generator with tunelab finetune --task)"
+        )
     for name in list(raw):
         if name in STRATEGIES:
             opts = raw.pop(name) or {}
@@ -68,6 +74,15 @@ def load_compare_config(
                     f"compare override {strat}: {key} would change the shared data, seed or "
                     "step budget: set it for all strategies instead"
                 )
+    if len(cc.strategies) < 2:
+        raise TunelabError(
+            f"--strategies names only {cc.strategies[0]}: a comparison needs at least two "
+            f"(for one, run tunelab finetune --strategy {cc.strategies[0]})"
+        )
+    if cc.latency_examples < 1:
+        raise TunelabError("compare.latency_examples must be at least 1: fix the config")
+    if Path(cc.output_dir).exists() and not Path(cc.output_dir).is_dir():
+        raise TunelabError(f"--output {cc.output_dir} is a file: name a folder for the report")
     for key, value in overrides.items():
         sec, _, opt = key.rpartition(".")
         if sec in STRATEGIES:
@@ -76,5 +91,19 @@ def load_compare_config(
             raw.setdefault(sec, {})[opt] = value
     # validate the shared part (and every strategy's overrides) before anything runs
     for s in cc.strategies:
-        build_config(overrides=saved_overrides(raw) | {"strategy": s} | cc.overrides.get(s, {}))
+        cfg = build_config(
+            overrides=saved_overrides(raw) | {"strategy": s} | cc.overrides.get(s, {})
+        )
+    _read_data(cfg)
     return cc, raw
+
+
+def _read_data(cfg) -> None:
+    """Read the shared data once before any strategy starts: a missing file or column would
+    otherwise fail every strategy in turn (and leave a report of failures)."""
+    from tunelab.data.readers import load_examples
+
+    d = cfg.data
+    sources = [d.train_file, d.validation_file, d.test_file] if d.train_file else [d.source]
+    for source in (x for x in sources if x):
+        load_examples(source, d.text_column, d.label_column)

@@ -117,6 +117,8 @@ def build_compress_config(
         (c.batch_size >= 1, "--compress.batch_size must be at least 1"),
         (c.calibration_examples >= 1, "--compress.calibration_examples must be at least 1"),
         (c.latency_examples >= 1, "--compress.latency_examples must be at least 1"),
+        (c.eval_limit is None or c.eval_limit >= 1, "--compress.eval_limit must be at least 1"),
+        (c.threads is None or c.threads >= 1, "--compress.threads must be at least 1"),
     ]
     checks += [
         (c.recovery_lr > 0, "--compress.recovery_lr must be positive"),

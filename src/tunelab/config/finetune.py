@@ -18,7 +18,8 @@ from tunelab.errors import TunelabError
 from tunelab.models.options import ModelOptions
 from tunelab.runs.options import RunOptions
 from tunelab.strategies import STRATEGIES, strategy_info
-from tunelab.tasks import TASKS
+from tunelab.strategies.options import check_ranges
+from tunelab.tasks import CLASSIFICATION_METRICS, LM_METRICS, TASKS
 from tunelab.training.options import TrainOptions, check_train
 
 
@@ -104,6 +105,7 @@ def build_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] 
     cfg.strategy = strategy
     cfg.task = str(nested.get("", {}).get("task", cfg.task))
     cfg.strategy_options = dataclasses.asdict(strat_opts)
+    check_ranges(strategy, cfg.strategy_options)
     validate(cfg)
     return cfg
 
@@ -121,3 +123,10 @@ def validate(cfg: Config) -> None:
     for ok, msg in checks:
         if not ok:
             raise TunelabError(f"{msg}: fix the config or flag")
+    # a generative run validates on loss unless perplexity is asked for (recipes.finetune)
+    metrics = CLASSIFICATION_METRICS + (LM_METRICS if cfg.task != "classification" else ())
+    if cfg.train.metric.removeprefix("eval_") not in metrics:
+        raise TunelabError(
+            f"unknown metric {cfg.train.metric!r}: set --train.metric to one of "
+            + ", ".join(metrics)
+        )

@@ -99,16 +99,23 @@ def load_examples(
     return examples
 
 
-def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
+def read_texts(
+    path: str | Path, text_column: str = "text", column_flag: str = "--text-column"
+) -> list[str]:
     """Read texts to predict on: one per line of a ``.txt`` file (a blank line inside it is an
-    error, so that outputs line up with input lines), else ``text_column``.
+    error, so that outputs line up with input lines), else ``text_column`` (the verb's flag
+    for it is ``column_flag``).
 
     Table rows with an empty text stay (as ``""``) so that outputs line up with input rows.
 
     Raises:
         TunelabError: If the file is missing, of an unknown kind, lacks the column or is empty.
     """
-    file = _existing_path(path)
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise TunelabError(
+            f"--file {path} does not exist: pass an existing .txt, .csv, .tsv, .jsonl or .json file"
+        )
     if file.is_dir():
         raise TunelabError(f"{file} is a folder; pass a .txt, .csv, .tsv, .jsonl or .json file")
     if file.suffix.lower() == ".txt":
@@ -124,7 +131,8 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
         texts = [t for t in texts if t]
     else:
         rows, columns = _read_table(file, extra=".txt")
-        examples = _rows_to_examples(rows, file, _check_columns(columns, file, text_column, None))
+        wanted = _check_columns(columns, file, text_column, None, column_flag)
+        examples = _rows_to_examples(rows, file, wanted)
         texts = [example["text"] for example in examples]
     if not texts:
         raise TunelabError(f"no texts in {file}; the file is empty, add one text per line/row")
@@ -188,18 +196,29 @@ def _parse_json(text: str, path: Path, line: int | None = None) -> Any:
 
 
 def _check_columns(
-    columns: list[str], source: Path | str, text_column: str, label_column: str | None
+    columns: list[str],
+    source: Path | str,
+    text_column: str,
+    label_column: str | None,
+    text_flag: str = "--data.text_column",
 ) -> dict[str, str]:
-    """Map example keys to source columns, failing if a column is absent."""
+    """Map example keys to source columns, failing if a column is absent (the message names
+    `text_flag`, or --data.label_column, to fix it with)."""
     wanted = {"text": text_column}
     if label_column is not None:
         wanted["label"] = label_column
+    if text_column == label_column:
+        raise TunelabError(
+            f"--data.text_column and --data.label_column both name column '{text_column}' of "
+            f"{source}: the text and the label must be two columns"
+        )
+    flags = {"text": text_flag, "label": "--data.label_column"}
     for key, column in wanted.items():
         # No columns at all (an empty JSON list) is reported later as "no examples".
         if columns and column not in columns:
             raise TunelabError(
                 f"column '{column}' not found in {source} (columns: {', '.join(columns)}); "
-                f"pass the right one with --data.{key}_column"
+                f"pass the right one with {flags[key]}"
             )
     return wanted
 

@@ -27,12 +27,22 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -> Pa
     a model built from the same config without its quantization_config. Written to a temporary
     folder and renamed, so a killed conversion leaves nothing half-written.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise TunelabError(f"GGUF file {gguf_path} not found: pass an existing .gguf file")
+    with gguf_path.open("rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise TunelabError(
+                f"{gguf_path} is not a GGUF file (it does not start with GGUF): pass a .gguf "
+                "model file, e.g. one llama.cpp wrote"
+            )
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise TunelabError(f"--out {out_dir} is a file: name a folder for the converted model")
+    import struct
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
     if out_dir is None:
         # the cache is keyed by the file itself: two files named model.gguf are two models
         import hashlib
@@ -51,6 +61,12 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -> Pa
     except ImportError as exc:
         raise TunelabError(
             f"reading GGUF needs the gguf package ({exc}): pip install gguf"
+        ) from None
+    except (ValueError, KeyError, OSError, EOFError, struct.error) as exc:  # a damaged GGUF
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise TunelabError(
+            f"cannot read {gguf_path} ({first}): the file is damaged or holds an architecture "
+            "transformers cannot load from GGUF"
         ) from None
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     if hasattr(config, "quantization_config"):
@@ -76,6 +92,11 @@ def resolve_source(name: str, gguf_file: str | None = None) -> str:
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return str(convert_gguf(path))
+    if path.is_file():
+        raise TunelabError(
+            f"model {name} is a file, not a model: pass a model folder, a .gguf file or an "
+            f"embedded name ({', '.join(EMBEDDED_MODELS)})"
+        )
     if path.is_dir():
         if gguf_file:
             return str(convert_gguf(path / gguf_file))

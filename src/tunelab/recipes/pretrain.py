@@ -115,9 +115,11 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> PretrainResult:
     source = resolve_source(p.from_model) if p.from_model else None
     if source is not None and _source_family(source) != family:
         raise TunelabError(
-            f"{p.from_model} is a {_source_family(source)} model, objective {p.objective} "
+            f"{p.from_model} is an {_source_family(source)} model, objective {p.objective} "
             f"trains {family} models: pick a matching --from or objective"
         )
+    if p.tokenizer != "train":
+        resolve_source(p.tokenizer)  # a missing tokenizer before any write
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     start = p.from_model.strip("/").split("/")[-1] if p.from_model else p.preset
@@ -126,7 +128,8 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> PretrainResult:
     )
     if (out / name).exists():
         raise TunelabError(f"run folder {out / name} already exists: pick another --name")
-    next(iter_documents(c.source, c.text_column, 1), None)  # corpus errors before any write
+    if next(iter_documents(c.source, c.text_column, 1), None) is None:  # before any write
+        raise TunelabError(f"corpus {c.source} holds no text: pass a --corpus with documents")
     final, work = open_workdir(out, name, cfg.run.resume, cfg.to_dict())
     with discard_if_fresh(work):
         tok = _tokenizer(cfg, family, source, work, quiet)

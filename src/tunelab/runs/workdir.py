@@ -22,6 +22,9 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"
 LEFTOVERS = (CHECKPOINT_DIR, "best.safetensors")
 """Work files a finished run does not keep."""
+_CREATED: dict[Path, list[Path]] = {}
+"""Work folder -> the output folders open_workdir had to create for it (deepest first), which
+discard_if_fresh removes again when they are left empty."""
 
 
 def write_text(path: Path, text: str) -> None:
@@ -90,29 +93,38 @@ def open_workdir(
             f"an unfinished run {name!r} is in {out}: continue it with --resume --name {name}, "
             f"or delete {work}"
         )
+    created = [d for d in (out, *out.parents) if not d.exists()]
     try:
         work.mkdir(parents=True, exist_ok=True)
     except (NotADirectoryError, FileExistsError, PermissionError) as exc:
         raise TunelabError(
             f"cannot create the run folder in {out} ({exc.strerror}): pick a writable --output"
         ) from None
+    _CREATED[work] = created
     write_yaml(work / CONFIG_FILE, config)
     return final, work
 
 
 @contextmanager
 def discard_if_fresh(work: Path) -> Iterator[None]:
-    """On a user mistake, remove the work folder unless it holds a checkpoint worth resuming."""
+    """On a user mistake, remove the work folder unless it holds a checkpoint worth resuming
+    (and the output folders created for it, when that leaves them empty)."""
     try:
         yield
     except TunelabError:
         if not (work / CHECKPOINT_DIR).exists():
             shutil.rmtree(work, ignore_errors=True)
+            for folder in _CREATED.pop(work, []):
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: another run is in it
+                    break
         raise
 
 
 def finish_workdir(work: Path, final: Path, leftovers: tuple[str, ...] = LEFTOVERS) -> None:
     """Drop the work-only files and rename the work folder to the finished run folder."""
+    _CREATED.pop(work, None)
     for leftover in leftovers:
         path = work / leftover
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)

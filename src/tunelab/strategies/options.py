@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunelab.errors import TunelabError
+
 
 @dataclass
 class FullOptions:
@@ -168,3 +170,28 @@ class PtuningOptions:
     encoder: str = "mlp"
     """Prompt encoder: mlp (peft's default, three linear layers) or lstm (a bidirectional LSTM
     before the MLP, as in the P-tuning paper; slower)."""
+
+
+AT_LEAST_ONE = {
+    "lora": ("r", "alpha"),
+    "adalora": ("init_r", "target_r", "alpha"),
+    "prefix": ("num_virtual_tokens",),
+    "prompt": ("num_virtual_tokens",),
+    "ptuning": ("num_virtual_tokens",),
+}
+"""Options that are counts (ranks, scales, virtual tokens): 0 or less trains nothing."""
+DROPOUTS = {"lora": ("dropout",), "adalora": ("dropout",)}
+
+
+def check_ranges(strategy: str, options: dict) -> None:
+    """Counts and dropouts of a strategy's options, checked before anything is loaded.
+
+    Raises:
+        TunelabError: a count below 1 or a dropout outside [0, 1), naming its flag.
+    """
+    for key in AT_LEAST_ONE.get(strategy, ()):
+        if options[key] < 1:
+            raise TunelabError(f"--{strategy}.{key} must be at least 1, got {options[key]}")
+    for key in DROPOUTS.get(strategy, ()):
+        if not 0 <= options[key] < 1:
+            raise TunelabError(f"--{strategy}.{key} must be in [0, 1), got {options[key]}")

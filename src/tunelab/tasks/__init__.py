@@ -13,3 +13,15 @@ TASKS: dict[str, str] = {
 GENERATIVE_TASKS = ("causal_lm", "seq2seq")
 LM_METRICS = ("loss", "perplexity")
 """Validation metrics of a generative task (the best checkpoint has the lowest)."""
+CLASSIFICATION_METRICS = (
+    "loss",
+    "accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "micro_precision",
+    "micro_recall",
+    "micro_f1",
+    "weighted_f1",
+)
+"""Validation metrics of a classification run (`train.metric`, with or without `eval_`)."""

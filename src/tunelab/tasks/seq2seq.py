@@ -72,10 +72,13 @@ def warm_start_bert2bert(source: str, tokenizer) -> nn.Module:
     """An EncoderDecoderModel with encoder and decoder both initialised from `source`.
 
     The encoder gets no pooler (nothing reads it); special tokens as in the bert2bert recipe:
-    decoding starts at [CLS] (or BOS), ends at [SEP] (or EOS), pads with [PAD].
+    decoding starts at [CLS] (or BOS), ends at [SEP] (or EOS), pads with [PAD]. Within
+    `models.load.safetensors_only_within` (the server) both halves load safetensors only.
     """
     import transformers
     from transformers import EncoderDecoderModel
+
+    from tunelab.models.load import weights_kwargs
 
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
@@ -84,13 +87,16 @@ def warm_start_bert2bert(source: str, tokenizer) -> nn.Module:
             f"the tokenizer of {source} has no [CLS]/BOS or [SEP]/EOS token to start and end "
             "decoding: a bert2bert needs both, pick an encoder-decoder model instead"
         )
+    only = weights_kwargs()
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the "newly initialised" report is expected
     try:
         with torch.random.fork_rng():
             torch.manual_seed(WARM_START_SEED)
+            # encoder_* / decoder_* keywords reach each half's from_pretrained
+            halves = {f"{h}_{k}": v for h in ("encoder", "decoder") for k, v in only.items()}
             model = EncoderDecoderModel.from_encoder_decoder_pretrained(
-                source, source, encoder_add_pooling_layer=False
+                source, source, encoder_add_pooling_layer=False, **halves
             )
     finally:
         transformers.logging.set_verbosity(verbosity)

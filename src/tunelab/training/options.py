@@ -70,6 +70,9 @@ def check_train(t: TrainOptions) -> None:
         (t.epochs > 0 or (t.max_steps or 0) > 0, "train.epochs or train.max_steps must be > 0"),
         (t.max_steps is None or t.max_steps >= 1, "train.max_steps must be at least 1 (or none)"),
         (0 <= t.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
+        (t.patience is None or t.patience >= 1, "train.patience must be at least 1 (or none)"),
+        (t.eval_every is None or t.eval_every >= 1, "train.eval_every must be at least 1"),
+        (t.threads is None or t.threads >= 1, "train.threads must be at least 1 (or none)"),
     ]
     for ok, msg in checks:
         if not ok:

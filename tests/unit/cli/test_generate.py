@@ -53,8 +53,8 @@ def test_generate_stream_matches_batch_output(lm_folder, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["the match", "--top-p", "1.5"], "top_p"),
-        (["the match", "--num-beams", "2", "--num-return-sequences", "3"], "num_return_sequences"),
+        (["the match", "--top-p", "1.5"], "--top-p"),
+        (["the match", "--num-beams", "2", "--num-return-sequences", "3"], "--num-return-seq"),
         (["the match", "--max-new-tokens", "many"], "max-new-tokens"),
         (["   "], "empty"),
         ([], "no prompts"),

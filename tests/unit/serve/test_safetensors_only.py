@@ -107,3 +107,24 @@ def test_loaders_pass_use_safetensors(tiny_models, classify_run, monkeypatch):
     load_served(str(tiny_models["decoder"]), "d")
     load_served(str(classify_run), "c")
     assert calls and all(flag is True for _, flag in calls), calls
+
+
+def test_a_run_over_a_pickle_only_base_is_refused_before_binding(
+    tiny_models, classify_run, tmp_path, no_unpickling
+):
+    """A run that holds only its trained tensors or adapter loads its base model in the
+    background, after the port is bound: the base is checked with the run, before that."""
+    import json
+
+    from tunelab.runs.marker import MARKER_FILE
+
+    base = _pickled_with_decoy(tiny_models["encoder"], tmp_path / "base")
+    run = tmp_path / "adapter-run"
+    run.mkdir()
+    marker = json.loads((classify_run / MARKER_FILE).read_text())
+    marker["base_model"] = str(base)
+    (run / MARKER_FILE).write_text(json.dumps(marker))
+    (run / "adapter_config.json").write_text("{}")
+    with pytest.raises(TunelabError, match="pytorch_model.bin") as exc:
+        check_source(str(run))
+    _one_line(exc)

@@ -84,3 +84,24 @@ def test_bert2bert_warm_start_is_deterministic_and_uses_cls_sep(tiny_models):
     batch = make_collate(btok)([data[i] for i in range(len(data))])
     loss = a(**batch).loss
     assert torch.isfinite(loss)
+
+
+def test_bert2bert_warm_start_loads_safetensors_only_when_asked(tiny_models, tmp_path):
+    """Within safetensors_only_within (the server's loads) neither half unpickles weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from tunelab.models.load import safetensors_only_within
+
+    source = str(tiny_models["encoder"])
+    btok = load_tokenizer(source)
+    with safetensors_only_within():
+        assert warm_start_bert2bert(source, btok) is not None  # safetensors weights: fine
+    pickled = tmp_path / "pickled"
+    shutil.copytree(source, pickled)
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    assert warm_start_bert2bert(str(pickled), btok) is not None  # a finetune may read a .bin
+    with safetensors_only_within(), pytest.raises(OSError, match="safetensors"):
+        warm_start_bert2bert(str(pickled), btok)

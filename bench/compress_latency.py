@@ -37,6 +37,29 @@ from contextlib import nullcontext
 from pathlib import Path
 
 
+def time_blocks(names, call, singles, batches, n_texts: int, rounds: int) -> dict[str, dict]:
+    """{name: {ms_b1, ex_per_s_b32}}: each model runs all its texts in one block (its weights
+    stay in cache, as when it is deployed alone), one at a time then in `batches`; the blocks
+    repeat for `rounds` rounds, every other round in reverse order, so drift on the shared
+    machine hits every model alike; medians over everything."""
+    b1: dict[str, list[float]] = {n: [] for n in names}
+    b32: dict[str, list[float]] = {n: [] for n in names}
+    for rnd in range(rounds):
+        for name in names if rnd % 2 == 0 else list(reversed(names)):
+            for b in singles:
+                t0 = time.perf_counter()
+                call(name, b)
+                b1[name].append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            for b in batches:
+                call(name, b)
+            b32[name].append(n_texts / (time.perf_counter() - t0))
+    return {
+        n: {"ms_b1": statistics.median(b1[n]), "ex_per_s_b32": statistics.median(b32[n])}
+        for n in names
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("report", help="a report folder written by tunelab compress")
@@ -93,27 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         for b in singles[:3]:
             call(name, b)
-    # each model runs all its texts in one block (its weights stay in cache, as when it is
-    # deployed alone); the blocks repeat for `--rounds` rounds, every other round in reverse
-    # order, so drift on the shared machine hits every model alike; medians over everything
-    b1: dict[str, list[float]] = {n: [] for n in models}
-    b32: dict[str, list[float]] = {n: [] for n in models}
     batches = [encode(texts[i : i + 32]) for i in range(0, len(texts), 32)]
-    for rnd in range(a.rounds):
-        order = list(models) if rnd % 2 == 0 else list(reversed(models))
-        for name in order:
-            for b in singles:
-                t0 = time.perf_counter()
-                call(name, b)
-                b1[name].append((time.perf_counter() - t0) * 1000)
-            t0 = time.perf_counter()
-            for b in batches:
-                call(name, b)
-            b32[name].append(len(texts) / (time.perf_counter() - t0))
-    rows = {
-        n: {"ms_b1": statistics.median(b1[n]), "ex_per_s_b32": statistics.median(b32[n])}
-        for n in models
-    }
+    rows = time_blocks(list(models), call, singles, batches, len(texts), a.rounds)
     f, o = rows["fp32"], rows["onnxruntime"]
     print(f"{len(texts)} texts, max_length {length}, torch threads {torch.get_num_threads()}")
     head = ("model", "ms/ex b1", "vs fp32", "vs ORT", "ex/s b32", "vs fp32", "vs ORT")

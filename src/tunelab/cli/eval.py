@@ -9,11 +9,13 @@ import json
 from tunelab.cli.decoding import add_decoding_flags, decoding_options
 from tunelab.cli.flags import (
     add_chat_template_flag,
+    add_precision_flags,
     chat_template,
     check_output,
     verb_parser,
     write_output,
 )
+from tunelab.errors import TunelabError
 
 HELP = "evaluate a run folder on labelled data (or a generative run on prompt pairs)"
 DESCRIPTION = (
@@ -43,10 +45,21 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     p.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+    add_precision_flags(p)
     g = p.add_argument_group("generative runs (causal_lm / seq2seq) and language models")
-    g.add_argument("--prompt-column", default="prompt", help="prompt column (default: prompt)")
     g.add_argument(
-        "--response-column", default="response", help="reference column (default: response)"
+        "--prompt-column",
+        "--data.prompt_column",
+        dest="prompt_column",
+        default="prompt",
+        help="prompt column (default: prompt)",
+    )
+    g.add_argument(
+        "--response-column",
+        "--data.response_column",
+        dest="response_column",
+        default="response",
+        help="reference column (default: response)",
     )
     g.add_argument("--limit", type=int, help="evaluate only the first N pairs")
     add_chat_template_flag(
@@ -57,6 +70,8 @@ def add_parser(sub) -> None:
 
 def run(a: argparse.Namespace) -> None:
     check_output(a.json_out, "--json")
+    if a.limit is not None and a.limit < 1:
+        raise TunelabError(f"--limit must be at least 1, got {a.limit}")
     from tunelab import api
 
     if api.is_generative(a.run):
@@ -69,12 +84,22 @@ def run(a: argparse.Namespace) -> None:
             prompt_column=a.prompt_column,
             response_column=a.response_column,
             chat_template=chat_template(a),
+            dtype=a.dtype,
+            device=a.device,
         )
         print(api.format_generation_report(m))
     else:
         from tunelab.evaluation.metrics import format_metrics_table
 
-        m = api.evaluate_run(a.run, a.data, a.text_column, a.label_column, a.batch_size)
+        m = api.evaluate_run(
+            a.run,
+            a.data,
+            a.text_column,
+            a.label_column,
+            a.batch_size,
+            dtype=a.dtype,
+            device=a.device,
+        )
         print(format_metrics_table(m))
     if a.json_out:
         write_output(a.json_out, json.dumps(m, indent=2) + "\n", "--json")

@@ -24,6 +24,25 @@ ALIASES = {
 FLAGS = {"--resume": "run.resume", "--merge": "run.merge"}
 
 
+class UsageError(TunelabError):
+    """A command line argparse refuses (unknown option, bad choice, missing argument)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose mistakes are one line (`tunelab: error: ...`, exit code 2, no
+    usage block): they raise UsageError, naming the verb's --help. Sub-parsers (the verbs,
+    `models convert`, `data inspect`) are of this class too."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_known_args(self, args=None, namespace=None):
+        known, extras = super().parse_known_args(args, namespace)
+        if extras and " " in self.prog:  # a verb's parser ("tunelab finetune"): name the verb
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return known, extras
+
+
 def _fmt_default(value) -> str:
     return "none" if value is None else str(value)
 
@@ -136,3 +155,11 @@ def write_output(path: str | Path, text: str, flag: str) -> None:
         raise TunelabError(
             f"cannot write {flag} {out} ({exc.strerror}): pick a writable path"
         ) from None
+
+
+def add_precision_flags(p: argparse.ArgumentParser) -> None:
+    """--dtype and --device, the same on every inference verb (`models.precision`)."""
+    from tunelab.models.precision import DEVICE_HELP, DTYPE_HELP
+
+    p.add_argument("--dtype", default="auto", help=f"what the model runs in: {DTYPE_HELP}")
+    p.add_argument("--device", default="auto", help=f"where it runs: {DEVICE_HELP}")

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from tunelab.cli.decoding import add_decoding_flags, decoding_options
-from tunelab.cli.flags import check_output, verb_parser, write_output
+from tunelab.cli.flags import add_precision_flags, check_output, verb_parser, write_output
+from tunelab.errors import TunelabError
 
 HELP = "continue prompts with a decoder / encoder-decoder LM (greedy, beam, sampling)"
 DESCRIPTION = (
@@ -39,10 +40,13 @@ def add_parser(sub) -> None:
     p.add_argument("--output", help="write JSONL results here instead of printing the texts")
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded at once (16)")
     add_decoding_flags(p)
+    add_precision_flags(p)
 
 
 def run(args: argparse.Namespace) -> None:
     check_output(args.output, "--output")
+    if args.system is not None and not args.chat:
+        raise TunelabError("--system is the system message of --chat: add --chat or drop it")
     from tunelab import api
 
     opts = decoding_options(args)
@@ -50,10 +54,13 @@ def run(args: argparse.Namespace) -> None:
     if args.file:
         from tunelab.data.readers import read_texts
 
-        prompts += read_texts(Path(args.file), args.prompt_key)
+        prompts += read_texts(Path(args.file), args.prompt_key, "--prompt-key")
     if args.stream and not args.output:
         shown = -1
-        for i, piece in api.stream(args.model, prompts, opts, args.chat, args.system):
+        pieces = api.stream(
+            args.model, prompts, opts, args.chat, args.system, args.dtype, args.device
+        )
+        for i, piece in pieces:
             if i != shown:
                 if shown >= 0:
                     print()
@@ -66,7 +73,15 @@ def run(args: argparse.Namespace) -> None:
         return
     show = bool(args.output) and sys.stderr.isatty()
     outs = api.generate(
-        args.model, prompts, opts, args.chat, args.system, args.batch_size, progress=show
+        args.model,
+        prompts,
+        opts,
+        args.chat,
+        args.system,
+        args.batch_size,
+        progress=show,
+        dtype=args.dtype,
+        device=args.device,
     )
     if args.output:
         lines = "".join(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tunelab.cli.flags import (
     add_chat_template_flag,
+    add_precision_flags,
     chat_template,
     check_output,
     verb_parser,
@@ -45,8 +46,14 @@ def add_parser(sub) -> None:
         "--data",
         help="prompt/response pairs (file or embedded set): score each response given its prompt",
     )
-    p.add_argument("--prompt-column", default="prompt", help="prompt column of --data")
-    p.add_argument("--response-column", default="response", help="response column of --data")
+    for name, default in (("prompt", "prompt"), ("response", "response")):
+        p.add_argument(
+            f"--{name}-column",
+            f"--data.{name}_column",
+            dest=f"{name}_column",
+            default=default,
+            help=f"{name} column of --data (default: {default})",
+        )
     p.add_argument("--limit", type=int, help="score only the first N pairs of --data")
     add_chat_template_flag(
         p,
@@ -60,10 +67,28 @@ def add_parser(sub) -> None:
         "--token-logprobs", action="store_true", help="include per-token log-probabilities"
     )
     p.add_argument("--output", help="write one JSON line per text here instead of a table")
+    add_precision_flags(p)
+
+
+def _check(a: argparse.Namespace) -> None:
+    """The numbers and combinations of score's flags, before any model loads."""
+    for flag, value, least in (("--batch-size", a.batch_size, 1), ("--limit", a.limit, 1)):
+        if value is not None and value < least:
+            raise TunelabError(f"{flag} must be at least {least}, got {value}")
+    if a.window is not None and a.window < 2:
+        raise TunelabError(f"--window must be at least 2 tokens, got {a.window}")
+    if a.stride is not None and (a.window is None or not 1 <= a.stride < a.window):
+        raise TunelabError(
+            f"--stride {a.stride} needs a --window and must be from 1 to window - 1, so every "
+            "token is scored once"
+        )
+    if a.whole_file and not a.file:
+        raise TunelabError("--whole-file reads the --file as one text: add --file")
 
 
 def run(a: argparse.Namespace) -> None:
     check_output(a.output, "--output")
+    _check(a)
     from tunelab import api
     from tunelab.data.readers import read_texts
 
@@ -88,6 +113,8 @@ def run(a: argparse.Namespace) -> None:
         window=a.window,
         stride=a.stride,
         token_logprobs=a.token_logprobs,
+        dtype=a.dtype,
+        device=a.device,
     )
     texts, prompts, results = scored.texts, scored.prompts, scored.results
     total = sum(r.tokens for r in results)

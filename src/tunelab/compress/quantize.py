@@ -9,11 +9,12 @@ Schemes and the path each takes on CPU, chosen by the measurements below:
   0.75-1.1x (it needs torch.compile to pay). torch.ao.quantization is deprecated (its warnings
   are silenced here); where it is gone, and on GPU, that torchao config runs instead, and the
   two load each other's files (same weights, activations rounded each backend's way).
-- `int8-weight`: torchao `Int8WeightOnlyConfig` (per row), fp32 compute: a quarter of the
-  Linear bytes but 0.7-0.95x fp32 speed in eager mode (it widens the int8 weight every call).
-  torch.ao has no weight-only Linear. PyTorch's `aten._weight_int8pack_mm` was faster than
-  fp32 (1.4-3.9x per layer) only with bf16 activations, i.e. not fp32 compute; with fp32 ones
-  it was 3-30x slower.
+- `int8-weight`: int8 weights (symmetric, per output row), everything else in bf16. On CPU
+  each Linear runs PyTorch's fused `aten._weight_int8pack_mm` kernel with bf16 activations
+  (`int8_linear.Int8PackLinear`): it reads a byte per weight, the fastest precision for decoding
+  at batch 1 that keeps a language model's quality (docs/generation.md). Elsewhere torchao's
+  `Int8WeightOnlyConfig` (per row) runs, which in eager mode widens the int8 weight every call
+  (0.7-0.95x fp32 speed). Files made either way load on both.
 - `int4-weight`: torchao's CPU int4 layout, `PrototypeInt4WeightOnlyConfig` (torchao 0.18
   moved it out of `Int4WeightOnlyConfig` into the prototype namespace): asymmetric group-wise
   int4 on PyTorch's tinygemm CPU kernel `aten._weight_int4pack_mm_for_cpu`. That kernel is
@@ -53,6 +54,7 @@ from tunelab.compress.quantize_format import (
     BF16,
     FORMAT,
     INT4_N_MULTIPLE,
+    INT8_PACK,
     TORCHAO_INT4_CPU,
     TORCHAO_INT8_DYNAMIC,
     TORCHAO_INT8_WEIGHT,
@@ -88,6 +90,12 @@ def quantize(model: nn.Module, scheme: str, group_size: int = 32) -> nn.Module:
     if scheme == "bf16":
         return model.to(torch.bfloat16)
     names = _targets(model, scheme, group_size)  # raises before anything changes
+    if backend == INT8_PACK:  # scales from the float weights as they are, then bf16 compute
+        from tunelab.compress.int8_linear import Int8PackLinear
+
+        for name in names:
+            _set_module(model, name, Int8PackLinear.from_linear(model.get_submodule(name)))
+        return model.to(torch.bfloat16)
     model.to(torch.bfloat16 if scheme == "int4-weight" else torch.float32)
     if backend == AO_DYNAMIC:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -142,7 +150,9 @@ def quantized_state(model: nn.Module, scheme: str) -> tuple[dict[str, torch.Tens
         "scheme": scheme,
         "group_size": group_size,
         "backend": backend,
-        "dtype": "bfloat16" if scheme in ("bf16", "int4-weight") else "float32",
+        "dtype": "bfloat16"
+        if scheme in ("bf16", "int4-weight") or backend == INT8_PACK
+        else "float32",
         "modules": sorted(modules),
         "kept_float": kept,
         "aliases": aliases,
@@ -237,7 +247,9 @@ def _backend(scheme: str, device: torch.device) -> str:
     if scheme == "bf16":
         return BF16
     if scheme == "int8-weight":
-        return TORCHAO_INT8_WEIGHT
+        from tunelab.compress.int8_linear import has_kernel
+
+        return INT8_PACK if device.type == "cpu" and has_kernel() else TORCHAO_INT8_WEIGHT
     if scheme == "int8-dynamic":
         return AO_DYNAMIC if device.type == "cpu" and _ao_dynamic_ok() else TORCHAO_INT8_DYNAMIC
     if device.type != "cpu":
@@ -257,6 +269,7 @@ _SCHEME_OF = {
     AO_DYNAMIC: "int8-dynamic",
     TORCHAO_INT8_DYNAMIC: "int8-dynamic",
     TORCHAO_INT8_WEIGHT: "int8-weight",
+    INT8_PACK: "int8-weight",
     TORCHAO_INT4_CPU: "int4-weight",
 }
 
@@ -304,6 +317,10 @@ def _keep_reason(model: nn.Module, name: str, mod: nn.Linear, scheme: str, group
         return "task head"
     if scheme == "int4-weight" and (mod.in_features % group or mod.out_features % INT4_N_MULTIPLE):
         return f"in_features % {group} or out_features % {INT4_N_MULTIPLE} is not 0"
+    if scheme == "int8-weight" and _backend(scheme, _device(model)) == INT8_PACK:
+        from tunelab.compress.int8_linear import K_MULTIPLE, fits
+
+        return "" if fits(mod) else f"in_features % {K_MULTIPLE} is not 0 (the CPU kernel)"
     return ""
 
 

@@ -20,6 +20,7 @@ BF16 = "torch-bf16"
 AO_DYNAMIC = "torch.ao-dynamic-int8"
 TORCHAO_INT8_DYNAMIC = "torchao-int8-dynamic"
 TORCHAO_INT8_WEIGHT = "torchao-int8-weight"
+INT8_PACK = "torch-int8pack-cpu"  # int8 weights, bf16 activations (int8_linear.py)
 TORCHAO_INT4_CPU = "torchao-int4-cpu"
 INT4_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu packs output rows in 16s
 
@@ -63,6 +64,8 @@ def _kind(mod: nn.Module) -> str | None:
         "torch.ao.nn.quantized.dynamic"
     ):
         return AO_DYNAMIC
+    if type(mod).__name__ == "Int8PackLinear":
+        return INT8_PACK
     w = mod.__dict__.get("_parameters", {}).get("weight")
     cls = type(w).__name__
     if cls == "Int8Tensor":
@@ -82,6 +85,10 @@ def _export_linear(name: str, mod: nn.Module, backend: str) -> dict[str, torch.T
             f"{name}.weight_int8": w.int_repr(),
             f"{name}.weight_scale": w.q_per_channel_scales().to(torch.float32),
         }
+    elif backend == INT8_PACK:
+        scale = mod.weight_scale.float()  # model.to(bf16) made it bf16: the same values
+        out = {f"{name}.weight_int8": mod.weight_int8, f"{name}.weight_scale": scale}
+        bias = mod.bias
     elif backend in (TORCHAO_INT8_WEIGHT, TORCHAO_INT8_DYNAMIC):
         w, bias = mod.weight, mod.bias
         if w.zero_point is not None and w.zero_point.any():
@@ -152,6 +159,14 @@ def _import_linear(
             qmod = DynamicLinear(q.shape[1], q.shape[0], bias_=bias is not None, dtype=torch.qint8)
             qmod.set_weight_bias(qw, bias)
         return qmod
+    if backend == INT8_PACK:  # a file's fp32 scale is rounded to bf16 (exact when made so)
+        from tunelab.compress.int8_linear import K_MULTIPLE, Int8PackLinear
+
+        bias = state.get(f"{name}.bias")
+        if q.shape[1] % K_MULTIPLE:  # made elsewhere; the CPU kernel cannot take this width
+            mod.weight = nn.Parameter((q.float() * scale.float()[:, None]).to(mod.weight.dtype))
+            return mod
+        return Int8PackLinear(q, scale.to(torch.bfloat16).float(), bias)
     _import_torchao()
     from torchao.quantization import PerRow
     from torchao.quantization.quantize_.workflows import Int8Tensor
@@ -168,7 +183,7 @@ def _import_linear(
         q.to(device),
         scale,
         [1, q.shape[1]],
-        torch.float32,
+        mod.weight.dtype,
         zero_point=torch.zeros_like(scale, dtype=torch.int8),
         act_quant_kwargs=act,
     )

@@ -32,6 +32,10 @@ class CompareDecodingConfig:
     """Wrap prompts in the chat template (default: a run's setting, else when there is one)."""
     seed: int = 0
     """Seed of the sampling strategies."""
+    dtype: str = "auto"
+    """What the model runs in: auto, fp32 (exact), bf16, fp16, int8 or int4 (docs/generation.md)."""
+    device: str = "auto"
+    """Where it runs: auto, cpu, cuda, cuda:N or mps."""
     prompt_column: str = "prompt"
     """Prompt column of a data file."""
     response_column: str = "response"

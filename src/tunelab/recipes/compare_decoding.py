@@ -84,7 +84,10 @@ def parse_strategy(spec: str, max_new_tokens: int, seed: int):
     if kwargs.get("do_sample"):
         kwargs.setdefault("seed", seed)
     opts = DecodingOptions(**kwargs)
-    check_options(opts)
+    try:
+        check_options(opts)
+    except TunelabError as exc:
+        raise TunelabError(f"--strategies {spec}: {exc}") from None
     return opts
 
 
@@ -114,7 +117,8 @@ def _write(path: Path, text: str) -> None:
 
 def _setup(cfg: CompareDecodingConfig, n: int) -> dict[str, Any]:
     """What a strategy row depends on besides its own options (a saved row is reused when equal)."""
-    keep = ("model", "data", "limit", "batch_size", "template", "max_prompt_words")
+    keep = ("model", "data", "limit", "batch_size", "template", "max_prompt_words", "dtype")
+    keep += ("device",)
     return {**{k: getattr(cfg, k) for k in keep}, "chat_template": cfg.chat_template, "n": n}
 
 
@@ -186,11 +190,15 @@ def compare_decoding(
         raise TunelabError("no strategies: pass --strategies greedy,beam4,...")
     if cfg.batch_size < 1:
         raise TunelabError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.max_new_tokens < 1:
+        raise TunelabError(f"--max-new-tokens must be at least 1, got {cfg.max_new_tokens}")
+    if cfg.max_prompt_words < 0:
+        raise TunelabError(f"--max-prompt-words must be 0 or more, got {cfg.max_prompt_words}")
+    report = Path(cfg.out)
+    if report.exists() and not report.is_dir():
+        raise TunelabError(f"--out {report} is a file: name a folder for the report")
     specs = {s: parse_strategy(s, cfg.max_new_tokens, cfg.seed) for s in cfg.strategies}
     pairs = prepare_pairs(cfg)
-    report = Path(cfg.out)
-    (report / "outputs").mkdir(parents=True, exist_ok=True)
-    (report / "results").mkdir(exist_ok=True)
     setup = _setup(cfg, len(pairs))
     loaded = None
     rows = []
@@ -207,7 +215,9 @@ def compare_decoding(
                 print(f"{name}: reusing {saved}", flush=True)
                 continue
         if loaded is None:
-            loaded, marker = open_lm(cfg.model)
+            loaded, marker = open_lm(cfg.model, cfg.dtype, cfg.device)
+            (report / "outputs").mkdir(parents=True, exist_ok=True)  # once the model opens
+            (report / "results").mkdir(exist_ok=True)
             prompts = run_prompts(pairs, loaded, marker, cfg.chat_template)
             refs = [p["response"] for p in pairs]
             # warm-up: the first forward pass pays for allocations no strategy should carry

@@ -26,7 +26,8 @@ from tunelab.runs.marker import find_marker
 
 
 def is_generative(name: str) -> bool:
-    """A causal_lm / seq2seq run folder, or a model that is no run folder at all."""
+    """A causal_lm / seq2seq run folder, or a decoder / encoder-decoder model (a name, folder
+    or .gguf) that is no run folder."""
     from tunelab.defaults import EMBEDDED_MODELS
 
     marker = find_marker(name)
@@ -36,7 +37,12 @@ def is_generative(name: str) -> bool:
     if emb is not None:
         return emb.family != "encoder"
     path = Path(name).expanduser()
-    return path.suffix == ".gguf" or (path / "config.json").is_file()
+    if (path / "config.json").is_file():  # a plain encoder is no generator: eval wants a run
+        from tunelab.models.families import detect_family
+        from tunelab.models.sources import load_config
+
+        return detect_family(load_config(name, str(path))) != "encoder"
+    return path.suffix == ".gguf"
 
 
 def evaluate_run(
@@ -46,8 +52,11 @@ def evaluate_run(
     label_column: str = "label",
     batch_size: int = 64,
     quiet: bool = False,
+    dtype: str = "auto",
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Metrics of a finished classification run on labelled data (any source finetune reads)."""
+    """Metrics of a finished classification run on labelled data (any source finetune reads),
+    with the model on `device` in `dtype` (`models.precision`)."""
     from tunelab.data.clean import clean_examples
     from tunelab.data.readers import load_examples
     from tunelab.runs.open import open_classifier
@@ -55,7 +64,7 @@ def evaluate_run(
 
     if batch_size < 1:
         raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
-    model, tok, marker = open_classifier(run_dir)
+    model, tok, marker = open_classifier(run_dir, dtype=dtype, device=device)
     examples = load_examples(source, text_column, label_column)
     examples, report = clean_examples(examples, dedupe=False)
     say(f"eval data {source}: {report.summary()}", quiet)
@@ -75,6 +84,8 @@ def evaluate_generative(
     chat_template: bool | None = None,
     show_progress: bool = True,
     samples: int = 3,
+    dtype: str = "auto",
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Text metrics of the outputs and the perplexity of the references, as a JSON-able dict.
 
@@ -86,6 +97,7 @@ def evaluate_generative(
         limit: evaluate only the first `limit` pairs.
         chat_template: force the chat template on or off (default: see format_prompts).
         samples: how many (prompt, reference, output) examples to keep in the result.
+        dtype, device: what the model runs in and on (`models.precision`).
     """
     from tqdm.auto import tqdm
 
@@ -106,7 +118,7 @@ def evaluate_generative(
             "or seq2seq run (tunelab finetune --task causal_lm)"
         )
     pairs = load_eval_pairs(source, prompt_column, response_column, limit)
-    loaded, marker = open_lm(model_or_run)
+    loaded, marker = open_lm(model_or_run, dtype, device)
     model, tok = loaded.model, loaded.tokenizer
     prompts = run_prompts(pairs, loaded, marker, chat_template)
     refs = [p["response"] for p in pairs]

@@ -17,13 +17,16 @@ def _check(prompts: list[str]) -> None:
             raise TunelabError(f"prompt {i} is empty: give every prompt some text")
 
 
-def _prepare(model_or_run: str, prompts: list[str], options, chat: bool, system: str | None):
+def _prepare(model_or_run: str, prompts: list[str], options, chat, system, dtype, device):
     """(loaded model, what it reads for each prompt, decoding options)."""
+    from tunelab.models.precision import check
+
     _check(prompts)  # before torch and transformers load (seconds)
+    check(dtype, device)
     from tunelab.decoding import DecodingOptions, chat_prompt
     from tunelab.runs.open import open_lm
 
-    loaded, _ = open_lm(model_or_run)
+    loaded, _ = open_lm(model_or_run, dtype, device)
     tok = loaded.tokenizer
     inputs = [chat_prompt(tok, p, system) for p in prompts] if chat else prompts
     return loaded, inputs, options or DecodingOptions()
@@ -37,9 +40,13 @@ def generate(
     system: str | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    dtype: str = "auto",
+    device: str = "auto",
 ) -> list[Any]:
     """Continuations of `prompts` (GenerationOutput each: text, token ids, finish reason),
-    decoded in batches with a KV cache; `chat` wraps each prompt in the chat template.
+    decoded in batches with a KV cache; `chat` wraps each prompt in the chat template. The
+    model runs on `device` in `dtype` (`models.precision`; "fp32" is token-identical to
+    transformers' generate()).
 
     Raises:
         TunelabError: no or empty prompts, a bad batch size, a model that cannot generate.
@@ -48,7 +55,7 @@ def generate(
 
     if batch_size < 1:
         raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
-    loaded, inputs, opts = _prepare(model_or_run, prompts, options, chat, system)
+    loaded, inputs, opts = _prepare(model_or_run, prompts, options, chat, system, dtype, device)
     return decode(
         loaded.model, loaded.tokenizer, inputs, opts, batch_size=batch_size, show_progress=progress
     )
@@ -60,12 +67,14 @@ def stream(
     options: Any = None,
     chat: bool = False,
     system: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
 ) -> Iterator[tuple[int, str]]:
     """(prompt index, text piece) as the tokens of each prompt's continuation are decoded;
     each prompt starts with an empty piece."""
     from tunelab.decoding import stream as decode_stream
 
-    loaded, inputs, opts = _prepare(model_or_run, prompts, options, chat, system)
+    loaded, inputs, opts = _prepare(model_or_run, prompts, options, chat, system, dtype, device)
     for i, text in enumerate(inputs):
         yield i, ""  # a prompt starts (its continuation may be empty)
         for piece in decode_stream(loaded.model, loaded.tokenizer, text, opts):

@@ -9,9 +9,15 @@ from tunelab.errors import TunelabError
 
 
 def predict(
-    run_dir: str | Path, texts: list[str], batch_size: int = 64, quiet: bool = False
+    run_dir: str | Path,
+    texts: list[str],
+    batch_size: int = 64,
+    quiet: bool = False,
+    dtype: str = "auto",
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Label and class probabilities for each text, in input order.
+    """Label and class probabilities for each text, in input order, with the model on
+    `device` in `dtype` (`models.precision`).
 
     Raises:
         TunelabError: no texts, a bad batch size, or a folder that is no classification run.
@@ -21,13 +27,15 @@ def predict(
     if batch_size < 1:
         raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
     # checked before torch and transformers load (seconds): a mistake is answered at once
+    from tunelab.models.precision import check
     from tunelab.runs.marker import read_marker
 
+    check(dtype, device)
     read_marker(run_dir)
     from tunelab.runs.open import open_classifier
     from tunelab.tasks.classification import predict_probs
 
-    model, tok, marker = open_classifier(run_dir)
+    model, tok, marker = open_classifier(run_dir, dtype=dtype, device=device)
     probs = predict_probs(model, tok, texts, marker.context_length, batch_size, progress=not quiet)
     labels = marker.labels or []
     out = []

@@ -33,9 +33,12 @@ def score(
     window: int | None = None,
     stride: int | None = None,
     token_logprobs: bool = False,
+    dtype: str = "auto",
+    device: str = "auto",
 ) -> Scored:
     """Score `texts` (after `prompt` when given), or the responses of the pairs in `data`
-    given their prompts (shown as the run's training showed them).
+    given their prompts (shown as the run's training showed them), with the model on `device`
+    in `dtype` (`models.precision`).
 
     Raises:
         TunelabError: nothing to score, both texts and data, a model that cannot score.
@@ -51,7 +54,7 @@ def score(
     if not data and not texts:
         raise TunelabError("nothing to score: pass TEXT arguments, --file or --data")
     pairs = load_eval_pairs(data, prompt_column, response_column, limit) if data else None
-    loaded, marker = open_lm(model_or_run)
+    loaded, marker = open_lm(model_or_run, dtype, device)
     if pairs is not None:
         texts = [p["response"] for p in pairs]
         prompts = run_prompts(pairs, loaded, marker, chat_template)

@@ -72,16 +72,46 @@ def apply_trained(run: Path, marker: RunMarker, base: nn.Module, family: str) ->
 
 
 def open_classifier(
-    run_dir: str | Path, safetensors_only: bool = False
+    run_dir: str | Path,
+    safetensors_only: bool = False,
+    dtype: str | None = None,
+    device: str = "auto",
 ) -> tuple[nn.Module, object, RunMarker]:
-    """(model, tokenizer, marker) of a finished classification run, ready for inference;
-    `safetensors_only` (the server): never unpickle weights (use_safetensors=True)."""
+    """(model, tokenizer, marker) of a finished classification run, ready for inference on
+    `device` in `dtype` (`models.precision`: --dtype / --device; None: float32 on the CPU as
+    saved, autocast left to `autocast_for`); `safetensors_only` (the server): never unpickle
+    weights (use_safetensors=True)."""
+    from tunelab.models.precision import check
+
+    if dtype is not None:
+        dtype, device = check(dtype, device)
     run = Path(run_dir).expanduser()
     marker = read_marker(run)
     if marker.task != "classification":
         raise TunelabError(f"{run} is a {marker.task} run: this verb needs a classifier")
     with _loading(run):
-        return _open_classifier(run, marker, safetensors_only)
+        model, tok, marker = _open_classifier(run, marker, safetensors_only)
+    if dtype is None:
+        return model, tok, marker
+    return _placed(model, run, marker, dtype, device, "encoder"), tok, marker
+
+
+def _placed(model, run: Path, marker: RunMarker, dtype: str, device: str, kind: str):
+    """`model` in the precision and on the device asked for; a quantized, ONNX or GGUF run
+    keeps its own (asking for another is an error)."""
+    from tunelab.compress.precision import apply_precision
+    from tunelab.models.precision import resolve
+
+    own = marker.compression is not None and marker.weights in ("quantized", "onnx")
+    if own:
+        if dtype != "auto" or device not in ("auto", "cpu"):
+            method = (marker.compression or {}).get("method")
+            raise TunelabError(
+                f"{run} is a compressed run ({method}) that runs in its own precision on the"
+                " CPU: drop --dtype and --device (or open the run it was compressed from)"
+            )
+        return model
+    return apply_precision(model, *resolve(dtype, device), kind=kind)
 
 
 def _open_classifier(run: Path, marker: RunMarker, safetensors_only: bool):
@@ -134,27 +164,45 @@ def open_generative_run(
 
 
 def open_lm(
-    name: str, dtype: torch.dtype = torch.float32, safetensors_only: bool = False
+    name: str, dtype: str | None = None, device: str = "auto", safetensors_only: bool = False
 ) -> tuple[Loaded, RunMarker | None]:
-    """(language model, the run's marker or None) for any model name or generative run folder;
-    `safetensors_only` (the server): never unpickle weights (use_safetensors=True).
+    """(language model, the run's marker or None) for any model name or generative run folder,
+    on `device` in `dtype` (`models.precision`: --dtype / --device; "fp32" is the exact mode;
+    None: float32 on the CPU as saved); `safetensors_only` (the server): never unpickle
+    weights (use_safetensors=True).
 
     Raises:
-        TunelabError: unknown name, an encoder model, a classification run, or bad weights.
+        TunelabError: unknown name, an encoder model, a classification run, bad weights, or a
+            dtype / device this machine or this model cannot run.
     """
+    from dataclasses import replace
+
+    from tunelab.compress.precision import apply_precision
+    from tunelab.models.precision import check, resolve, torch_dtype
+
+    if dtype is not None:
+        dtype, device = check(dtype, device)
     marker = find_marker(name)
     path = Path(name).expanduser()
     if marker is None:
         from tunelab.models.load import load_lm
 
-        return load_lm(name, dtype=dtype, safetensors_only=safetensors_only), None
+        if dtype is None:
+            return load_lm(name, safetensors_only=safetensors_only), None
+        d, dev = resolve(dtype, device)  # before loading: a missing GPU is said at once
+        loaded = load_lm(name, dtype=torch_dtype(d), safetensors_only=safetensors_only)
+        return replace(loaded, model=apply_precision(loaded.model, d, dev)), None
     if not marker.generative:
         raise TunelabError(
             f"{path} is a {marker.task} run: generate, score and generative eval need a "
             "causal_lm or seq2seq run or a language model (a classifier: tunelab predict)"
         )
     with _loading(path):
-        return _open_lm_run(path, marker, dtype, safetensors_only), marker
+        loaded = _open_lm_run(path, marker, torch.float32, safetensors_only)
+    if dtype is None:
+        return loaded, marker
+    model = _placed(loaded.model, path, marker, dtype, device, "lm")
+    return replace(loaded, model=model), marker
 
 
 def _open_lm_run(path: Path, marker: RunMarker, dtype: torch.dtype, safetensors_only: bool):

@@ -99,18 +99,19 @@ def create_app(
 
     @app.get("/metrics", response_class=Response, responses=doc.METRICS_RESPONSES)
     async def metrics():
+        if holder.served is not None:
+            st.metrics.set_model(st.model_name, holder.served.kind, holder.served.precision)
         return Response(st.metrics.render(), media_type=st.metrics.content_type)
 
     v1 = APIRouter()
 
     @v1.get("/v1/models", responses={200: {"model": doc.ModelList}, **doc.V1_RESPONSES})
     async def models():
-        return {
-            "object": "list",
-            "data": [
-                {"id": st.model_name, "object": "model", "created": started, "owned_by": "tunelab"}
-            ],
-        }
+        card = {"id": st.model_name, "object": "model", "created": started, "owned_by": "tunelab"}
+        served = holder.served
+        if served is not None and served.precision:
+            card |= {"dtype": served.precision["dtype"], "device": served.precision["device"]}
+        return {"object": "list", "data": [card]}
 
     v1.include_router(routes_generate.router)
     v1.include_router(routes_encode.router)

@@ -85,6 +85,8 @@ class Served:
     """Classification runs: the length inputs are truncated to (as in training)."""
     encoder: Any = None
     """The module whose mean-pooled last hidden state is an embedding (None: no embeddings)."""
+    precision: dict = field(default_factory=dict)
+    """{"dtype", "device"} the model runs in (`compress.precision`)."""
 
     @property
     def endpoints(self) -> list[str]:
@@ -112,17 +114,24 @@ def _encoder_body(model):
     return getattr(base, "base_model", base)
 
 
-def load_served(source: str, name: str | None = None) -> Served:
-    """Load `source` for serving (see the module docstring).
+def load_served(
+    source: str, name: str | None = None, dtype: str = "auto", device: str = "auto"
+) -> Served:
+    """Load `source` for serving (see the module docstring), on `device` in `dtype`
+    (`models.precision`).
 
     Raises:
         TunelabError: not a model, pickle-only weights, or nothing this server can serve.
     """
     import torch
 
+    from tunelab.compress.precision import apply_precision, precision_of
     from tunelab.models.families import detect_family
+    from tunelab.models.precision import check, resolve
     from tunelab.models.sources import resolve_source
     from tunelab.runs.marker import find_marker
+
+    check(dtype, device)
 
     path = Path(source).expanduser()
     name = name or (path.name if path.exists() else source)
@@ -134,7 +143,7 @@ def load_served(source: str, name: str | None = None) -> Served:
         if marker.task == "classification":
             from tunelab.runs.open import open_classifier
 
-            model, tok, marker = open_classifier(path, safetensors_only=True)
+            model, tok, marker = open_classifier(path, True, dtype, device)
             model.eval()
             enc = _encoder_body(model) if marker.family == "encoder" else None
             return Served(
@@ -147,8 +156,9 @@ def load_served(source: str, name: str | None = None) -> Served:
                 list(marker.labels or []),
                 marker.max_length,
                 enc,
+                precision_of(model),
             )
-        return _generator(name, str(path))
+        return _generator(name, str(path), dtype, device)
     folder = resolve_source(source)
     require_safetensors(folder)
     from transformers import AutoConfig, AutoModel
@@ -159,18 +169,21 @@ def load_served(source: str, name: str | None = None) -> Served:
         from tunelab.models.sources import load_tokenizer
 
         model = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+        model = apply_precision(model, *resolve(dtype, device), kind="encoder")
         tok = load_tokenizer(folder)
+        ctx = _context(config, tok)
         return Served(
-            name, "embed", family, model.eval(), tok, _context(config, tok), encoder=model
+            name, "embed", family, model, tok, ctx, encoder=model, precision=precision_of(model)
         )
-    return _generator(name, folder)
+    return _generator(name, folder, dtype, device)
 
 
-def _generator(name: str, source: str) -> Served:
+def _generator(name: str, source: str, dtype: str, device: str) -> Served:
     """A causal or seq2seq LM (model, run folder or merged run) served for generation."""
+    from tunelab.compress.precision import precision_of
     from tunelab.runs.open import open_lm
 
-    loaded, _ = open_lm(source, safetensors_only=True)
+    loaded, _ = open_lm(source, dtype, device, safetensors_only=True)
     return Served(
         name,
         "generate",
@@ -178,6 +191,7 @@ def _generator(name: str, source: str) -> Served:
         loaded.model,
         loaded.tokenizer,
         _context(loaded.model.config, loaded.tokenizer),
+        precision=precision_of(loaded.model),
     )
 
 
@@ -246,8 +260,10 @@ def check_source(source: str) -> None:
     if source in EMBEDDED_MODELS and not path.exists():
         return
     if path.is_dir() and is_run(path):
-        read_marker(path)
+        marker = read_marker(path)
         require_safetensors(path)
+        if not (path / "config.json").is_file() and marker.base_model:
+            check_source(marker.base_model)  # adapters / trained tensors load over their base
         return
     if path.is_dir():
         if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):

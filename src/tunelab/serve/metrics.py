@@ -52,6 +52,18 @@ class ServeMetrics:
             "tunelab_batch_size", "Inputs in the batch running now", ["queue"], registry=r
         )
 
+        self.model_info = Gauge(
+            "tunelab_model_info",
+            "The served model: 1, labelled with what it runs in and on",
+            ["model", "kind", "dtype", "device"],
+            registry=r,
+        )
+
+    def set_model(self, name: str, kind: str, precision: dict) -> None:
+        """Label tunelab_model_info with the served model (once it has loaded)."""
+        dtype, device = precision.get("dtype", "unknown"), precision.get("device", "unknown")
+        self.model_info.labels(name, kind, dtype, device).set(1)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

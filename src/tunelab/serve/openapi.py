@@ -126,6 +126,10 @@ class ModelCard(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    dtype: str | None = None
+    """What the model runs in (fp32, bf16, fp16, int8, int4; quantized runs: their method)."""
+    device: str | None = None
+    """Where it runs (cpu, cuda:0, ...). Both are absent while the model loads."""
 
 
 class ModelList(BaseModel):

@@ -67,15 +67,19 @@ def serve(model: str, settings, log_level: str = "info") -> None:
         TunelabError: a source that cannot be served, a bad keys file, a failed load.
     """
     import threading
+    from functools import partial
 
+    from tunelab.models.precision import resolve
     from tunelab.serve import ModelHolder, create_app
     from tunelab.serve.auth import KeyChecker, read_keys
-    from tunelab.serve.loading import check_source
+    from tunelab.serve.loading import check_source, load_served
 
+    resolve(settings.dtype, settings.device)  # a missing GPU is said before the server starts
     check_source(model)
     keys = KeyChecker(read_keys(settings.keys_file))
     log = logging.getLogger("tunelab")
-    holder = ModelHolder(model, settings.served_model_name)
+    loader = partial(load_served, dtype=settings.dtype, device=settings.device)
+    holder = ModelHolder(model, settings.served_model_name, loader=loader)
     server = make_server(create_app(settings, holder, keys), settings, log_level)
     if not _is_loopback(settings.host) and not keys.enabled:
         log.warning(

@@ -42,5 +42,10 @@ class ServeSettings:
     """Log every request's inputs at INFO (masked with mask_pii_in_logs)."""
     served_model_name: str | None = None
     """The model id clients pass and /v1/models lists (default: the folder or model name)."""
+    dtype: str = "auto"
+    """What the model runs in: auto (bf16 where the hardware has native bf16, else fp32), fp32
+    (exact), bf16, fp16, int8 (int8 weights) or int4 (CPU). Shown in /v1/models and /metrics."""
+    device: str = "auto"
+    """Where it runs: auto (a CUDA GPU if there is one, else cpu), cpu, cuda, cuda:N or mps."""
     graceful_timeout: float = 30.0
     """On SIGINT/SIGTERM: seconds in-flight requests get to finish before the server stops."""

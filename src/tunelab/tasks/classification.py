@@ -76,9 +76,12 @@ def make_collate(tokenizer):
 
 def autocast_for(model: nn.Module):
     """bf16 autocast on the model's device where the hardware has native bf16, else none; none
-    for a model that is not plain fp32 (bf16 weights, quantized layers: they run as they are)."""
+    for a model that is not plain fp32 (bf16 weights, quantized layers: they run as they are)
+    or was opened with `--dtype fp32` (the exact mode)."""
     first = next(model.parameters(), None)
     if first is None or first.dtype != torch.float32 or _quantized(model):
+        return nullcontext()
+    if getattr(model, "tunelab_precision", {}).get("dtype") == "fp32":
         return nullcontext()
     device = first.device
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():

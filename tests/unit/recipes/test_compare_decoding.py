@@ -91,6 +91,7 @@ def test_report_on_a_tiny_model(tiny_models, pairs_file, tmp_path, capsys):
         strategies=["greedy", "beam2", "top-k5"],
         max_new_tokens=5,
         batch_size=2,
+        dtype="fp32",  # the exact mode: token for token what generate() on the fp32 model gives
     )
     torch.manual_seed(0)  # the tiny folder holds a base model: the LM head is drawn on load
     report, rows = compare_decoding(cfg, show_progress=False)

@@ -47,7 +47,7 @@ def classify_run(tiny_models, tmp_path_factory):
 def served_decoder(chat_decoder):
     from tunelab.serve import load_served
 
-    return load_served(str(chat_decoder), "tiny-decoder")
+    return load_served(str(chat_decoder), "tiny-decoder", dtype="fp32")
 
 
 @pytest.fixture

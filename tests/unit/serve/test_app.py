@@ -24,7 +24,7 @@ def test_health_at_once_ready_after_loading(chat_decoder, client_for):
 
     def slow_loader(source, name):
         gate.wait(10)
-        return load_served(source, name)
+        return load_served(source, name, dtype="fp32")
 
     holder = ModelHolder(str(chat_decoder), "tiny", loader=slow_loader)
     c = client_for(None, holder=holder)
@@ -101,3 +101,19 @@ def test_pii_masked_in_inputs(served_decoder, client_for, caplog):
         r = c.post("/v1/score", json={"input": "mail me at bob@example.com"})
     assert r.status_code == 200
     assert "mail me at [EMAIL]" in caplog.text and "bob@example.com" not in caplog.text
+
+
+def test_models_and_metrics_say_what_the_model_runs_in(chat_decoder, client_for):
+    from tunelab.serve import load_served
+
+    served = load_served(str(chat_decoder), "tiny-bf16", dtype="bf16", device="cpu")
+    c = client_for(served)
+    card = c.get("/v1/models").json()["data"][0]
+    assert (card["dtype"], card["device"]) == ("bf16", "cpu")
+    text = c.get("/metrics").text
+    assert (
+        'tunelab_model_info{device="cpu",dtype="bf16",kind="generate",model="tiny-bf16"} 1.0'
+        in text
+    )
+    out = c.post("/v1/completions", json={"prompt": "hello", "max_tokens": 2})
+    assert out.status_code == 200, out.text

@@ -158,7 +158,7 @@ def test_greedy_with_n_is_a_clear_400(served_decoder, client_for):
 def test_chat_without_template_is_a_400(tiny_models, client_for):
     from tunelab.serve import load_served
 
-    served = load_served(str(tiny_models["decoder"]), "plain")
+    served = load_served(str(tiny_models["decoder"]), "plain", dtype="fp32")
     r = client_for(served).post(
         "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
     )

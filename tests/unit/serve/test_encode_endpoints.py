@@ -14,7 +14,7 @@ import torch
 def served_run(classify_run):
     from tunelab.serve import load_served
 
-    return load_served(str(classify_run))
+    return load_served(str(classify_run), dtype="fp32")
 
 
 def test_classify_matches_predict(classify_run, served_run, client_for):
@@ -25,7 +25,7 @@ def test_classify_matches_predict(classify_run, served_run, client_for):
     r = c.post("/v1/classify", json={"input": texts})
     assert r.status_code == 200, r.text
     body = r.json()
-    want = api.predict(classify_run, texts, quiet=True)
+    want = api.predict(classify_run, texts, quiet=True, dtype="fp32")
     assert [d["label"] for d in body["data"]] == [w["label"] for w in want]
     for d, w in zip(body["data"], want, strict=True):
         assert sum(d["probs"].values()) == pytest.approx(1, abs=1e-5)
@@ -49,7 +49,7 @@ def test_embeddings_are_normalized_mean_pools(tiny_models, client_for):
 
     from tunelab.serve import load_served
 
-    served = load_served(str(tiny_models["encoder"]))
+    served = load_served(str(tiny_models["encoder"]), dtype="fp32")
     c = client_for(served)
     texts = ["goal match", "bank market price shares tax"]
     r = c.post("/v1/embeddings", json={"input": texts, "normalize": False})
@@ -74,7 +74,7 @@ def test_embeddings_are_normalized_mean_pools(tiny_models, client_for):
 def test_embeddings_refuse_inputs_over_the_context(tiny_models, client_for):
     from tunelab.serve import load_served
 
-    c = client_for(load_served(str(tiny_models["encoder"])))
+    c = client_for(load_served(str(tiny_models["encoder"]), dtype="fp32"))
     r = c.post("/v1/embeddings", json={"input": ["goal " * 200]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     r = c.post("/v1/embeddings", json={"input": "goal", "dimensions": 8})

@@ -119,7 +119,7 @@ def _fuzz(client, served_paths: list[str], secret_paths: list[str]) -> dict[str,
 def served_classifier(classify_run):
     from tunelab.serve import load_served
 
-    return load_served(str(classify_run), "tiny-classifier")
+    return load_served(str(classify_run), "tiny-classifier", dtype="fp32")
 
 
 @pytest.mark.parametrize("which", ["decoder", "classifier"])

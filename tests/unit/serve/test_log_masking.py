@@ -149,7 +149,8 @@ def test_a_full_request_cycle_logs_no_pii(served_decoder, start_masked, capfd, c
         def boom(*args, **kwargs):
             raise RuntimeError(f"the model choked on {BODY_TEXT}")
 
-        model = served_decoder.model
+        lm = served_decoder.model  # its body: the exact fp32 path calls the body, not the LM
+        model = getattr(lm, lm.base_model_prefix)
         model.forward = boom  # instance attribute: nn.Module.__call__ finds it
         try:
             answers["generation bug"] = httpx.post(post, json=body, headers=auth, timeout=30)

@@ -164,7 +164,7 @@ def test_client_disconnect_drops_queued_request(classify_run, client_for):
     """A classify request whose client leaves while it waits never reaches the model."""
     from tunelab.serve import load_served
 
-    served = load_served(str(classify_run))
+    served = load_served(str(classify_run), dtype="fp32")
     gate = Gate(served.model.forward)
     served.model.forward = gate
     app = client_for(served, batch_window_ms=0).app

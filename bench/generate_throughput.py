@@ -14,7 +14,9 @@ What is measured
       ignore_eos=True), batch_size=B)`; fp32 is the exact mode (token-identical to generate());
     - `ctranslate2 int8` when the `ctranslate2` wheel is installed (`pip install ctranslate2`;
       skipped with a line otherwise): the fp32 model converted with its TransformersConverter,
-      `generate_batch(..., sampling_topk=1, min_length=N, max_length=N)`, int8 compute;
+      `generate_batch(..., sampling_topk=1, min_length=N, max_length=N)`, int8 compute, each
+      call in a fresh process (its OpenMP threads spin after a call and slowed the torch
+      engines beside it 2x at batch 1: see `_ct2_worker`);
     - llama.cpp is not run here: `llama-cpp-python` ships only as a source package and its build
       does not finish on the 2-core development machine within a session; its figure on this
       model (136 tokens/s, Q4_1) is in ../shared/BASELINES.md and is shown beside the table.
@@ -119,8 +121,25 @@ def run_tunelab(model, tok, prompts: list[str], n: int) -> tuple[float, float]:
     return seconds, cpu
 
 
+def _ct2_worker(folder: str, tokens: list[list[str]], n: int, threads: int, out) -> None:
+    """In its own process: CTranslate2's OpenMP threads keep spinning after a call and would
+    slow every torch engine measured after them in a shared process (measured: tunelab int8 at
+    batch 1 fell from ~70 to ~38 tokens/s once a CTranslate2 generator lived beside it)."""
+    import ctranslate2
+
+    gen = ctranslate2.Generator(folder, device="cpu", compute_type="int8", intra_threads=threads)
+    kw = dict(sampling_topk=1, include_prompt_in_result=False, max_batch_size=len(tokens))
+    gen.generate_batch(tokens, max_length=8, min_length=8, **kw)  # warm-up
+    start, cpu = time.perf_counter(), time.process_time()
+    res = gen.generate_batch(tokens, max_length=n, min_length=n, **kw)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert all(len(r.sequences_ids[0]) == n for r in res)
+    out.put((seconds, cpu))
+
+
 def ctranslate2_runner(source: str, folder: Path):
-    """A runner for CTranslate2 int8 on the model in `source`, or None when not installed."""
+    """A runner for CTranslate2 int8 on the model in `source` (each call in a fresh process,
+    see `_ct2_worker`), or None when the wheel is not installed."""
     try:
         import ctranslate2
     except ImportError:
@@ -130,22 +149,21 @@ def ctranslate2_runner(source: str, folder: Path):
         ctranslate2.converters.TransformersConverter(source).convert(
             str(folder), quantization="int8", force=True
         )
-    gen = ctranslate2.Generator(str(folder), device="cpu", compute_type="int8")
 
     def run(_model, tok, prompts: list[str], n: int) -> tuple[float, float]:
+        import multiprocessing
+
+        import torch
+
+        ctx = multiprocessing.get_context("spawn")
         tokens = [tok.convert_ids_to_tokens(tok(p)["input_ids"]) for p in prompts]
-        start, cpu = time.perf_counter(), time.process_time()
-        res = gen.generate_batch(
-            tokens,
-            max_length=n,
-            min_length=n,
-            sampling_topk=1,
-            include_prompt_in_result=False,
-            max_batch_size=len(prompts),
-        )
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        assert all(len(r.sequences_ids[0]) == n for r in res)
-        return seconds, cpu
+        out = ctx.Queue()
+        args = (str(folder), tokens, n, torch.get_num_threads(), out)
+        proc = ctx.Process(target=_ct2_worker, args=args)
+        proc.start()
+        result = out.get()
+        proc.join()
+        return result
 
     return run
 
@@ -255,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     models = {"transformers fp32": base.model}
     if "bf16" in args.dtypes:
         models["transformers bf16"] = copy.deepcopy(base.model).to(torch.bfloat16)
-    for d in args.dtypes:
+    for d in ["fp32"] + [d for d in args.dtypes if d != "fp32"]:  # fp32: quality reference
         models[f"tunelab {d}"] = (
             base.model if d == "fp32" else open_lm("smollm2-135m", d, "cpu")[0].model
         )

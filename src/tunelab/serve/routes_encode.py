@@ -94,19 +94,23 @@ def _embed_fn(served, max_batch: int):
 
     @torch.inference_mode()
     def run(items: list[list[int]]) -> list[list[float]]:
-        out: list[list[float]] = []
-        for start in range(0, len(items), max_batch):
-            chunk = items[start : start + max_batch]
-            width = max(len(ids) for ids in chunk)
+        out: list[list[float]] = [[] for _ in items]
+        device = next(served.encoder.parameters()).device
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))  # little padding
+        for start in range(0, len(order), max_batch):
+            chunk = order[start : start + max_batch]
+            width = max(len(items[i]) for i in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, row in enumerate(chunk):
-                ids[r, : len(row)] = torch.tensor(row)
-                mask[r, : len(row)] = 1
+            for r, i in enumerate(chunk):
+                ids[r, : len(items[i])] = torch.tensor(items[i])
+                mask[r, : len(items[i])] = 1
+            ids, mask = ids.to(device), mask.to(device)
             hidden = served.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
             m = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (batch, hidden)
-            out.extend(pooled.float().tolist())
+            for i, vec in zip(chunk, pooled.float().cpu().tolist(), strict=True):
+                out[i] = vec
         return out
 
     return run

@@ -119,3 +119,16 @@ def test_requests_arriving_together_share_a_batch(served_run, client_for):
         results = [f.result() for f in futures]
     assert all(r.status_code == 200 for r in results)
     assert sum(calls) == 4 and len(calls) < 4, calls
+
+
+def test_embeddings_of_mixed_lengths_keep_their_order(tiny_models, client_for):
+    """Inputs are batched shortest first (little padding); answers come back in input order."""
+    from tunelab.serve import load_served
+
+    c = client_for(load_served(str(tiny_models["encoder"]), dtype="fp32"), max_batch_size=2)
+    texts = ["a much longer input about sport and goals and teams", "short", "middle one here"]
+    both = c.post("/v1/embeddings", json={"input": texts}).json()["data"]
+    for i, text in enumerate(texts):
+        one = c.post("/v1/embeddings", json={"input": text}).json()["data"][0]["embedding"]
+        assert both[i]["index"] == i
+        assert both[i]["embedding"] == pytest.approx(one, abs=1e-5)

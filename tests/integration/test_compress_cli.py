@@ -53,6 +53,13 @@ def test_compress_writes_runs_report_and_resumes(classifier_run, tmp_path, capsy
         assert read_marker(run).compression["method"] == method
         preds = api.predict(run, ["match goal team", "bank market shares"], quiet=True)
         assert len(preds) == 2 and all(p["label"] in ("sport", "money", "tech") for p in preds)
+    # a quantized run runs in its own precision, says so, and refuses another
+    from tunelab.runs.open import open_classifier
+
+    model, _, _ = open_classifier(out / "runs" / "int8-dynamic", dtype="auto")
+    assert model.tunelab_precision == {"dtype": "int8-dynamic", "device": "cpu"}
+    with pytest.raises(TunelabError, match="runs in its own precision"):
+        open_classifier(out / "runs" / "int8-dynamic", dtype="bf16")
     # re-running measures nothing again; a bad method is one line, before anything runs
     assert main([*base, "--methods", "bf16"]) == 0
     assert "measured before" in capsys.readouterr().out

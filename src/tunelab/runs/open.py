@@ -97,19 +97,20 @@ def open_classifier(
 
 
 def _placed(model, run: Path, marker: RunMarker, dtype: str, device: str, kind: str):
-    """`model` in the precision and on the device asked for; a quantized, ONNX or GGUF run
-    keeps its own (asking for another is an error)."""
-    from tunelab.compress.precision import apply_precision
+    """`model` in the precision and on the device asked for; a quantized or ONNX run keeps
+    its own, recorded as its compression method (asking for another is an error)."""
+    from tunelab.compress.precision import PRECISION_ATTR, apply_precision
     from tunelab.models.precision import resolve
 
     own = marker.compression is not None and marker.weights in ("quantized", "onnx")
     if own:
+        method = (marker.compression or {}).get("method")
         if dtype != "auto" or device not in ("auto", "cpu"):
-            method = (marker.compression or {}).get("method")
             raise TunelabError(
                 f"{run} is a compressed run ({method}) that runs in its own precision on the"
                 " CPU: drop --dtype and --device (or open the run it was compressed from)"
             )
+        setattr(model, PRECISION_ATTR, {"dtype": str(method), "device": "cpu"})
         return model
     return apply_precision(model, *resolve(dtype, device), kind=kind)
 

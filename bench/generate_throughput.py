@@ -17,9 +17,11 @@ What is measured
       `generate_batch(..., sampling_topk=1, min_length=N, max_length=N)`, int8 compute, each
       call in a fresh process (its OpenMP threads spin after a call and slowed the torch
       engines beside it 2x at batch 1: see `_ct2_worker`);
-    - llama.cpp is not run here: `llama-cpp-python` ships only as a source package and its build
-      does not finish on the 2-core development machine within a session; its figure on this
-      model (136 tokens/s, Q4_1) is in ../shared/BASELINES.md and is shown beside the table.
+    - `llama.cpp q8_0` at batch 1 when `llama-cpp-python` is installed (it ships only as a
+      source package: `pip install llama-cpp-python` builds llama.cpp; skipped with a line
+      otherwise): the fp32 model written as GGUF q8_0 by tunelab's own exporter
+      (`compress.gguf_export.to_gguf`), greedy (top_k 1) for exactly N tokens, in its own
+      process. BASELINES.md's figure (136 tokens/s, Q4_1) is drawn on the plot too.
 
     The same prompts (16 short instructions in SmolLM2's chat template, ~30-40 tokens; batch 1
     uses the first) and thread count for all. tokens/s counts generated tokens only: batch x N /
@@ -168,6 +170,69 @@ def ctranslate2_runner(source: str, folder: Path):
     return run
 
 
+def _llama_worker(path: str, prompts: list[str], n: int, threads: int, out) -> None:
+    """In its own process (as CTranslate2): llama.cpp greedy (top_k 1), batch 1, exactly `n`
+    tokens (its `generate` does not stop at EOS; the loop stops after n)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=path, n_ctx=512, n_threads=threads, verbose=False)
+    tokens = llm.tokenize(prompts[0].encode(), add_bos=False, special=True)
+
+    def decode(count: int) -> int:
+        made = 0
+        for _ in llm.generate(tokens, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+            made += 1
+            if made == count:
+                break
+        return made
+
+    decode(8)  # warm-up
+    start, cpu = time.perf_counter(), time.process_time()
+    made = decode(n)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert made == n
+    out.put((seconds, cpu))
+
+
+def llama_cpp_runner(model, tok, folder: Path):
+    """A batch-1 runner for llama.cpp (llama-cpp-python) on the model written as GGUF q8_0 by
+    tunelab's exporter, or None with a line when the package is not installed: it ships only
+    as a source package, `pip install llama-cpp-python` builds llama.cpp (cmake, a C++
+    compiler, ~10-20 minutes on 2 cores)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        print(
+            "llama-cpp-python not installed (`pip install llama-cpp-python` builds llama.cpp from"
+            " source: cmake and a C++ compiler, 10-20 min on 2 cores): its row is skipped"
+        )
+        return None
+    from tunelab.compress.gguf_export import to_gguf
+
+    path = folder / "smollm2-q8_0.gguf"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        to_gguf(model, tok, path, "q8_0")
+
+    def run(_model, _tok, prompts: list[str], n: int) -> tuple[float, float]:
+        import multiprocessing
+
+        import torch
+
+        if len(prompts) != 1:
+            raise ValueError("llama.cpp runs batch 1 here")
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        args = (str(path), prompts, n, torch.get_num_threads(), out)
+        proc = ctx.Process(target=_llama_worker, args=args)
+        proc.start()
+        result = out.get()
+        proc.join()
+        return result
+
+    return run
+
+
 def weight_bytes(model) -> int:
     """Bytes of every parameter and buffer a decode step reads (the embedding is gathered, not
     read whole, but counted: the limit stays an upper bound on speed)."""
@@ -225,12 +290,10 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 3.8))
     axes = [axes] if len(batches) == 1 else list(axes)
     for ax, b in zip(axes, batches, strict=True):
-        vals = [_rate(results["rows"], e, b) or 0 for e in engines]
-        colors = [
-            "tab:grey" if e.startswith(("transformers", "ctranslate2")) else "tab:blue"
-            for e in engines
-        ]
-        ax.barh(engines, vals, color=colors)
+        names = [e for e in engines if _rate(results["rows"], e, b) is not None]
+        vals = [_rate(results["rows"], e, b) for e in names]
+        colors = ["tab:blue" if e.startswith("tunelab") else "tab:grey" for e in names]
+        ax.barh(names, vals, color=colors)
         for y, v in enumerate(vals):
             ax.text(v, y, f" {v:.0f}", va="center", fontsize=8)
         if b == 1:
@@ -239,7 +302,7 @@ def plot(results: dict, path: Path) -> None:
                     ax.axvline(lim, color="grey", ls="--", lw=1)
                     ax.text(
                         lim,
-                        len(engines) - 0.5,
+                        len(names) - 0.5,
                         f"fp32 bandwidth limit {lim:.0f}",
                         fontsize=7,
                         ha="right",
@@ -281,6 +344,10 @@ def main(argv: list[str] | None = None) -> None:
     ct2 = ctranslate2_runner(base.source, Path.home() / ".cache" / "tunelab" / "ct2-smollm2-int8")
     if ct2 is not None:
         runners["ctranslate2 int8"], models["ctranslate2 int8"] = ct2, None
+    cache = Path.home() / ".cache" / "tunelab"
+    llama = llama_cpp_runner(base.model, tok, cache) if 1 in args.batches else None
+    if llama is not None:
+        runners["llama.cpp q8_0"], models["llama.cpp q8_0"] = llama, None
     limits = {
         e.split()[-1]: round(BANDWIDTH_GBS * 1e9 / weight_bytes(m), 1)
         for e, m in models.items()
@@ -290,21 +357,22 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for batch in args.batches:
         batch_prompts = [prompts[i % len(prompts)] for i in range(batch)]
-        for name, fn in runners.items():
+        here = {n: f for n, f in runners.items() if batch == 1 or not n.startswith("llama")}
+        for name, fn in here.items():
             fn(models[name], tok, batch_prompts, 8)  # warm-up
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in here}
         tokens = batch * args.new_tokens
         for rep in range(args.repeats):
-            order = list(runners) if rep % 2 == 0 else list(reversed(runners))
+            order = list(here) if rep % 2 == 0 else list(reversed(here))
             for name in order:
-                times[name].append(runners[name](models[name], tok, batch_prompts, args.new_tokens))
+                times[name].append(here[name](models[name], tok, batch_prompts, args.new_tokens))
                 wall, cpu = times[name][-1]
                 print(
                     f"  batch {batch:>2} round {rep + 1}/{args.repeats} {name:<18} "
                     f"{tokens / wall:7.1f} tokens/s  ({tokens / cpu:.1f} per CPU-second)",
                     flush=True,
                 )
-        for name in runners:
+        for name in here:
             walls, cpus = [t[0] for t in times[name]], [t[1] for t in times[name]]
             rows.append(
                 {
@@ -345,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         for name in runners:
             tl, tl_c = _rate(rows, name, batch), _rate(rows, name, batch, "tokens_per_cpu_s")
+            if tl is None:
+                continue
             results[f"ratio_{name.replace(' ', '_')}_batch{batch}"] = round(tl / hf, 3)
             print(f"{name:<18} {batch:>5} {tl:>8.1f} {tl / hf:>9.2f}x {tl_c / hf_c:>9.2f}x")
     if 1 in args.batches:

@@ -153,21 +153,26 @@ def ctranslate2_runner(source: str, folder: Path):
         )
 
     def run(_model, tok, prompts: list[str], n: int) -> tuple[float, float]:
-        import multiprocessing
-
-        import torch
-
-        ctx = multiprocessing.get_context("spawn")
         tokens = [tok.convert_ids_to_tokens(tok(p)["input_ids"]) for p in prompts]
-        out = ctx.Queue()
-        args = (str(folder), tokens, n, torch.get_num_threads(), out)
-        proc = ctx.Process(target=_ct2_worker, args=args)
-        proc.start()
-        result = out.get()
-        proc.join()
-        return result
+        return _in_own_process(_ct2_worker, str(folder), tokens, n)
 
     return run
+
+
+def _in_own_process(worker, *args) -> tuple[float, float]:
+    """(seconds, cpu seconds) that `worker(*args, threads, queue)` puts on its queue, run in a
+    fresh (spawned) process with torch's thread count."""
+    import multiprocessing
+
+    import torch
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=worker, args=(*args, torch.get_num_threads(), out))
+    proc.start()
+    result = out.get()
+    proc.join()
+    return result
 
 
 def _llama_worker(path: str, prompts: list[str], n: int, threads: int, out) -> None:
@@ -215,20 +220,9 @@ def llama_cpp_runner(model, tok, folder: Path):
         to_gguf(model, tok, path, "q8_0")
 
     def run(_model, _tok, prompts: list[str], n: int) -> tuple[float, float]:
-        import multiprocessing
-
-        import torch
-
         if len(prompts) != 1:
             raise ValueError("llama.cpp runs batch 1 here")
-        ctx = multiprocessing.get_context("spawn")
-        out = ctx.Queue()
-        args = (str(path), prompts, n, torch.get_num_threads(), out)
-        proc = ctx.Process(target=_llama_worker, args=args)
-        proc.start()
-        result = out.get()
-        proc.join()
-        return result
+        return _in_own_process(_llama_worker, str(path), prompts, n)
 
     return run
 

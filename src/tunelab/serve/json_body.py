@@ -20,6 +20,7 @@ import math
 from email.message import Message
 
 from tunelab.serve.errors import APIError
+from tunelab.serve.limits import replay
 
 MAX_DEPTH = 32
 """Most nested arrays and objects in a body (OpenAI's need 5: {messages: [{content: [{}]}]})."""
@@ -143,13 +144,4 @@ class JsonBodyMiddleware:
             return
         scope["headers"] = [*headers, (b"content-type", b"application/json")]  # in place: the
         # outer middleware (metrics) reads the route the router writes into this scope
-        replayed = False
-
-        async def _receive():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, _receive, send)
+        await self.app(scope, replay(body, receive), send)

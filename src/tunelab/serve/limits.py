@@ -99,13 +99,19 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        replayed = False
+        await self.app(scope, replay(body, receive), send)
 
-        async def _receive():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, _receive, send)
+def replay(body: bytes, receive):
+    """An ASGI receive that hands the app `body` (already read) as one message, then defers
+    to the server's `receive` (disconnects)."""
+    replayed = False
+
+    async def _receive():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return _receive

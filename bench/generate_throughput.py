@@ -8,7 +8,8 @@ What is measured
     - `transformers fp32` (the baseline every ratio is against) and `transformers bf16`:
       `model.generate(input_ids, attention_mask, do_sample=False, max_new_tokens=N,
       min_new_tokens=N)` on a left-padded batch (min_new_tokens suppresses EOS);
-    - `tunelab <dtype>` for every `--dtypes` (default fp32 bf16 int8 int4): the model opened with
+    - `tunelab <dtype>` for every `--dtypes` (default fp32 bf16 int8 int4; bf16 runs its Linears
+      with weights packed for oneDNN, `models.packed`): the model opened with
       `tunelab.runs.open.open_lm("smollm2-135m", dtype)` (what `--dtype` does on every verb),
       then `tunelab.decoding.generate(model, tok, prompts, DecodingOptions(max_new_tokens=N,
       ignore_eos=True), batch_size=B)`; fp32 is the exact mode (token-identical to generate());
@@ -43,6 +44,7 @@ Quality of each mode (against tunelab fp32, which is generate() fp32 token for t
 Run
     .venv/bin/python bench/generate_throughput.py                   # 3 repeats, writes docs/
     .venv/bin/python bench/generate_throughput.py --repeats 1 --new-tokens 16 --ppl-texts 4
+    .venv/bin/python bench/generate_throughput.py --layers          # one Linear per kernel
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", type=Path, default=DOCS / "bench-generate-throughput.json")
     p.add_argument("--plot", type=Path, default=DOCS / "generation" / "throughput.png")
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="only time one Linear of each of SmolLM2's shapes per kernel (fp32, bf16, packed"
+        " bf16, int8) at each --batches; writes docs/bench-generate-layers.json",
+    )
     return p.parse_args(argv)
 
 
@@ -236,7 +244,65 @@ def weight_bytes(model) -> int:
             continue
         seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
+    for mod in model.modules():  # packed bf16 weights are plain attributes, not parameters
+        packed = getattr(mod, "packed", None)
+        if packed is not None:
+            total += packed.numel() * 2
     return total
+
+
+LAYER_SHAPES = {  # SmolLM2-135M's Linears: (in, out), how many per decode step
+    "q/o 576x576": (576, 576, 60),
+    "k/v 576x192": (576, 192, 60),
+    "gate/up 576x1536": (576, 1536, 60),
+    "down 1536x576": (1536, 576, 30),
+    "head 576x49152": (576, 49152, 1),
+}
+
+
+def layer_table(batches: list[int], copies: int = 30, calls: int = 60) -> list[dict]:
+    """Microseconds per call of one Linear of each shape, per kernel, at each batch: plain
+    fp32 and bf16 `F.linear`, the packed bf16 Linear (`models.packed`) and the int8-weight
+    kernel (`compress.int8_linear`). Each call uses the next of `copies` different weights, so
+    the weights come from memory as in a real step, not from a warm cache."""
+    import torch
+    import torch.nn.functional as F
+
+    from tunelab.compress.int8_linear import quantize_rows
+    from tunelab.models.packed import can_pack, pack, packed_linear
+
+    rows = []
+    for name, (k, n, _per_step) in LAYER_SHAPES.items():
+        count = max(2, min(copies, int(3e8 // (k * n * 4))))  # ~300 MB of fp32 at most
+        ws = [torch.randn(n, k) * 0.02 for _ in range(count)]
+        kernels = {
+            "fp32": ([w for w in ws], lambda x, w: F.linear(x, w), torch.float32),
+            "bf16": ([w.bfloat16() for w in ws], lambda x, w: F.linear(x, w), torch.bfloat16),
+        }
+        if can_pack():
+            kernels["bf16 packed"] = ([pack(w) for w in ws], packed_linear, torch.bfloat16)
+        if hasattr(torch.ops.aten, "_weight_int8pack_mm"):
+            qs = [quantize_rows(w) for w in ws]
+            kernels["int8"] = (
+                [(q, s.bfloat16()) for q, s in qs],
+                lambda x, qs: torch.ops.aten._weight_int8pack_mm(x, *qs),
+                torch.bfloat16,
+            )
+        for batch in batches:
+            row = {"layer": name, "batch": batch}
+            for kname, (weights, fn, dtype) in kernels.items():
+                x = torch.randn(batch, k).to(dtype)
+                with torch.inference_mode():
+                    for i in range(count):  # warm-up
+                        fn(x, weights[i])
+                    start = time.perf_counter()
+                    for i in range(calls):
+                        fn(x, weights[i % count])
+                    row[kname] = round((time.perf_counter() - start) / calls * 1e6, 1)
+            rows.append(row)
+            cells = "  ".join(f"{kn} {row[kn]:8.1f}" for kn in kernels)
+            print(f"  {name:<18} batch {batch:>2}  {cells}  (us per call)", flush=True)
+    return rows
 
 
 def quality(models: dict, tok, prompts: list[str], n_texts: int) -> dict[str, dict]:
@@ -325,6 +391,12 @@ def main(argv: list[str] | None = None) -> None:
     transformers.logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.layers:
+        rows = layer_table(args.batches)
+        out = DOCS / "bench-generate-layers.json"
+        out.write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        print(f"results written to {out}")
+        return
     base, _ = open_lm("smollm2-135m", "fp32", "cpu")
     tok = base.tokenizer
     models = {"transformers fp32": base.model}

@@ -24,6 +24,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from tunelab.models.packed import can_pack, pack, packed_linear
+
 U = 2.0**-8
 
 
@@ -34,13 +36,19 @@ class GreedyHead:
         w = weight.detach()
         self.weight = w  # (vocab, hidden) fp32
         self.w16 = w.to(torch.bfloat16)
+        # packed once for oneDNN: the same products, 2-3x faster than F.linear (models.packed)
+        self.w16_packed = pack(self.w16) if can_pack(w.device) else None
         n = w.shape[1]
         self.rel = 2 * U + U * U + 2 * n * 2.0**-24
         self.row_norms = w.float().norm(dim=1)  # (vocab,)
 
     def argmax(self, h: torch.Tensor) -> torch.Tensor:
         """h: (batch, hidden) fp32 -> (batch,) int64 token ids."""
-        approx = F.linear(h.to(torch.bfloat16), self.w16).float()  # (batch, vocab)
+        h16 = h.to(torch.bfloat16)
+        if self.w16_packed is not None:
+            approx = packed_linear(h16, self.w16_packed).float()  # (batch, vocab)
+        else:
+            approx = F.linear(h16, self.w16).float()
         bound = (
             approx.abs()
             .mul_(U * 1.01)

@@ -89,6 +89,7 @@ def run(a: argparse.Namespace) -> None:
         )
         print(api.format_generation_report(m))
     else:
+        from tunelab.evaluation.baselines import format_baselines
         from tunelab.evaluation.metrics import format_metrics_table
 
         m = api.evaluate_run(
@@ -101,5 +102,8 @@ def run(a: argparse.Namespace) -> None:
             device=a.device,
         )
         print(format_metrics_table(m))
+        block = format_baselines(m, m, split="eval")
+        if block:
+            print("\n" + block)
     if a.json_out:
         write_output(a.json_out, json.dumps(m, indent=2) + "\n", "--json")

@@ -52,7 +52,12 @@ def run(a: argparse.Namespace) -> None:
     if test and "labels" not in test:  # a generative run: loss and perplexity per token
         print("\ntest " + "  ".join(f"{k} {v:.4g}" for k, v in test.items()))
     elif test:
+        from tunelab.evaluation.baselines import format_baselines
+
         print("\ntest metrics\n" + format_metrics_table(test))
+        block = format_baselines(test, result.metrics, cfg.train.metric)
+        if block:
+            print("\n" + block)
     for p in result.predictions:
         print(f"  {p['label']:<14} {p['score']:.3f}  {p['text'][:70]}")
     print(f"\nrun saved to {result.run_dir}")

@@ -7,7 +7,9 @@ starts from a clean slate. Report folder layout:
     base.yaml              the shared configuration (data, model, budget, seed)
     runs/STRATEGY/         each strategy's run folder (as `tunelab finetune` writes it)
     results/STRATEGY.json  what the worker measured (or why it failed)
-    report.md, report.json the table; tradeoff-params.png, tradeoff-time.png the plots
+    report.md, report.json the table (with the majority-class and TF-IDF + logistic-regression
+                           baselines of the same split as rows); tradeoff-params.png,
+                           tradeoff-time.png the plots (the baselines as horizontal lines)
 
 Re-running the same command skips strategies whose result is already there (failed ones are
 retried); an interrupted strategy resumes from its last checkpoint.
@@ -112,6 +114,8 @@ def run_worker(report: Path, strategy: str) -> None:
             steps=train["steps"],
             best_validation=train.get("best_validation"),
             **lat,
+            warnings=metrics.get("warnings", []),
+            baselines=metrics.get("baselines"),
         )
     except TunelabError as exc:
         record["reason"] = str(exc)
@@ -170,8 +174,48 @@ def compare(
         for s in cc.strategies
         if (report / "results" / f"{s}.json").is_file()
     ]
-    write_report(report, base, rows)
+    write_report(report, base, rows, report_baselines(base, rows))
     return report, rows
+
+
+def report_baselines(base: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The baselines of the shared split: as a strategy's finetune measured them, else (every
+    strategy failed, or their results predate baselines) fitted here on the same split."""
+    for r in rows:
+        if r.get("status") == "ok" and r.get("baselines"):
+            return r["baselines"]
+    from tunelab.data.split import check_labels
+    from tunelab.evaluation.baselines import fit_baselines
+    from tunelab.tasks.classification import load_splits
+
+    cfg = resolved(base)
+    try:
+        splits = load_splits(cfg.data, cfg.train.seed, quiet=True)
+        if not splits["test"]:
+            return {}
+        return fit_baselines(splits["train"], splits["test"], check_labels(splits["train"]))[0]
+    except TunelabError:  # the data fails every strategy too: their rows say why
+        return {}
+
+
+def resolved(base: dict[str, Any]):
+    """The shared finetune Config of a comparison (defaults filled in: batch size, budget)."""
+    from tunelab.config.finetune import build_config
+
+    return build_config(overrides=saved_overrides(base))
+
+
+def data_title(d) -> str:
+    """The data a comparison really ran on, as file names (DataOptions `d`)."""
+
+    def name(source: str) -> str:
+        return source if source.startswith("hub:") or "/" not in source else Path(source).name
+
+    if not d.train_file:
+        return name(d.source) + (f" (a sample of {d.limit})" if d.limit else "")
+    files = [name(d.train_file)]
+    files += [name(f) for f in (d.validation_file, d.test_file) if f]
+    return " + ".join(files) + ("" if d.test_file else " (test cut from the training file)")
 
 
 def machine() -> str:
@@ -188,8 +232,11 @@ def _fmt(v: Any, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The comparison as a Markdown table (failed strategies at the end, with their reason)."""
+def markdown_table(rows: list[dict[str, Any]], baselines: dict[str, Any] | None = None) -> str:
+    """The comparison as a Markdown table: the strategies, the baselines of the same split
+    (majority class, TF-IDF + logistic regression), then failed strategies with their reason."""
+    from tunelab.evaluation.baselines import MAJORITY, TFIDF, TITLES
+
     head = (
         "| strategy | accuracy | macro-F1 | trainable params | trainable % | train time (s) "
         "| whole run (s) | peak memory (MiB) | checkpoint (MiB) | latency (ms/example) |\n"
@@ -206,45 +253,81 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {_fmt(r['peak_memory_mib'], ',.0f')} "
             f"| {r['checkpoint_mib']:.2f} | {r['latency_ms_median']:.1f} |"
         )
+    for key in (TFIDF, MAJORITY):
+        b = (baselines or {}).get(key)
+        if not b:
+            continue
+        title = TITLES[key] + (f" ({b['predicts']!r})" if key == MAJORITY else "")
+        lines.append(
+            f"| *baseline: {title}* | {100 * b['accuracy']:.2f}% | {b['macro_f1']:.4f} "
+            f"| | | {_fmt(b.get('fit_seconds'), '.1f')} | | | | |"
+        )
     return with_failures(head, lines, rows, "strategy")
 
 
-def write_report(report: Path, base: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """report.md, report.json and the two trade-off plots."""
-    from tunelab.evaluation.plots import plot_tradeoffs
-
-    model = base.get("model", {}).get("name", "minilm")
-    data = base.get("data", {}).get("source", "bbc-news")
-    train = base.get("train", {})
-    budget = (
-        f"{train['max_steps']} steps"
-        if train.get("max_steps")
-        else f"{train.get('epochs', 3)} epochs"
-    )
-    meta = {
-        "model": model,
-        "data": data,
+def report_meta(base: dict[str, Any]) -> dict[str, Any]:
+    """What the comparison really ran on: model, data files, budget, batch size, seed."""
+    cfg = resolved(base)
+    t, d = cfg.train, cfg.data
+    budget = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epochs"
+    batch = f"{t.batch_size}" + (f" x {t.grad_accum} accumulated" if t.grad_accum > 1 else "")
+    files = {"train": d.train_file, "validation": d.validation_file, "test": d.test_file}
+    files = {k: v for k, v in files.items() if v} if d.train_file else {"source": d.source}
+    return {
+        "model": cfg.model.name,
+        "data": data_title(d),
+        "data_files": {k: v for k, v in files.items() if v}
+        if d.train_file
+        else {"source": d.source},
         "budget": budget,
-        "batch_size": train.get("batch_size"),
-        "seed": train.get("seed", 0),
+        "batch_size": t.batch_size,
+        "batch": batch,
+        "seed": t.seed,
         "machine": machine(),
         "written": time.strftime("%Y-%m-%d %H:%M"),
     }
-    _write_json(report / "report.json", {"meta": meta, "results": rows})
-    ok = [r for r in rows if r["status"] == "ok"]
-    plots = plot_tradeoffs(ok, report) if ok else []
+
+
+def write_report(
+    report: Path,
+    base: dict[str, Any],
+    rows: list[dict[str, Any]],
+    baselines: dict[str, Any] | None = None,
+) -> None:
+    """report.md, report.json and the two trade-off plots (baselines as reference lines)."""
+    from tunelab.evaluation.baselines import MAJORITY, TFIDF, TITLES
+    from tunelab.evaluation.plots import plot_tradeoffs
+
+    meta = report_meta(base)
+    baselines = baselines or {}
+    shown = [{k: v for k, v in r.items() if k != "baselines"} for r in rows]
+    _write_json(report / "report.json", {"meta": meta, "results": shown, "baselines": baselines})
+    ok = [r for r in shown if r["status"] == "ok"]
+    lines = {
+        f"{TITLES[k]}" + (" (chance level)" if k == MAJORITY else ""): baselines[k]["macro_f1"]
+        for k in (TFIDF, MAJORITY)
+        if k in baselines
+    }
+    plots = plot_tradeoffs(ok, report, lines) if ok else []
+    sources = ", ".join(f"{k} `{v}`" for k, v in meta["data_files"].items())
+    warned = [f"- **{r['strategy']}**: {w}" for r in ok for w in r.get("warnings") or []]
     text = (
-        f"# Strategy comparison: {model} on {data}\n\n"
-        f"Same data split, seed {meta['seed']} and budget ({budget}, batch "
-        f"{meta['batch_size']}) for every strategy; accuracy and macro-F1 on the held-out "
+        f"# Strategy comparison: {meta['model']} on {meta['data']}, {meta['budget']} of batch "
+        f"{meta['batch']}\n\n"
+        f"Same data split ({sources}), seed {meta['seed']} and budget ({meta['budget']}, batch "
+        f"{meta['batch']}) for every strategy; accuracy and macro-F1 on the held-out "
         f"test split. Machine: {meta['machine']}. Written {meta['written']}.\n\n"
-        + markdown_table(rows)
+        + markdown_table(shown, baselines)
+        + ("\nWarnings:\n\n" + "\n".join(warned) + "\n" if warned else "")
         + "\nColumns: *train time*, the training loop (for `features`, with the one pass that "
-        "extracts the features); *whole run*, the strategy's process from loading the model to "
+        "extracts the features; for the TF-IDF baseline, fitting it); *whole run*, the "
+        "strategy's process from loading the model to "
         "the saved run folder and the latency timing; *peak memory*, that process's peak "
         "resident memory (on a GPU, the allocator's peak); *checkpoint*, the weight files the "
         "run saved; *latency*, the median time to classify one test example at batch 1 with "
-        "the run loaded from its folder as saved (adapters not merged).\n"
+        "the run loaded from its folder as saved (adapters not merged). *Baselines*: fitted "
+        "on the same training split and scored on the same test split; a strategy below "
+        "the TF-IDF line has not earned its cost.\n"
         + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
     )
     (report / "report.md").write_text(text)

@@ -54,9 +54,11 @@ def evaluate_run(
     quiet: bool = False,
     dtype: str = "auto",
     device: str = "auto",
+    baselines: bool = True,
 ) -> dict[str, Any]:
     """Metrics of a finished classification run on labelled data (any source finetune reads),
-    with the model on `device` in `dtype` (`models.precision`)."""
+    with the model on `device` in `dtype` (`models.precision`), and with `baselines` the
+    majority-class and TF-IDF baselines beside them (`run_baselines`)."""
     from tunelab.data.clean import clean_examples
     from tunelab.data.readers import load_examples
     from tunelab.runs.open import open_classifier
@@ -70,7 +72,54 @@ def evaluate_run(
     say(f"eval data {source}: {report.summary()}", quiet)
     labels = marker.labels or []
     data = encode_examples(examples, tok, labels, marker.context_length)
-    return evaluate(model, data, make_collate(tok), labels, batch_size, progress=not quiet)
+    m = evaluate(model, data, make_collate(tok), labels, batch_size, progress=not quiet)
+    return {**m, **run_baselines(run_dir, examples, m)} if baselines else m
+
+
+def run_baselines(
+    run_dir: str | Path, examples: list[dict[str, Any]], model: dict[str, Any]
+) -> dict[str, Any]:
+    """`baselines` and `warnings` of a run's metrics `model` on eval `examples`, fitted on the
+    run's own training rows (its config.yaml's data section, split as finetune split it).
+    Without them (no config.yaml, the data unreadable here), only the majority class of the
+    eval rows themselves, with a note saying so: an optimistic constant predictor."""
+    from tunelab.evaluation.baselines import baseline_report
+
+    train, metric, why = _training_rows(Path(run_dir).expanduser())
+    if train is not None:
+        return baseline_report(train, examples, model, metric, split="eval")
+    note = (
+        f"no training data for the baselines ({why}): the majority class is the eval "
+        "data's own, and there is no TF-IDF baseline"
+    )
+    return baseline_report(examples, examples, model, metric, "eval", tfidf=False, notes=[note])
+
+
+def _training_rows(run: Path) -> tuple[list[dict[str, Any]] | None, str | None, str]:
+    """(the run's training rows or None, its selection metric, why there are no rows)."""
+    import yaml
+
+    from tunelab.config.parse import update_dataclass
+    from tunelab.data.options import DataOptions
+    from tunelab.runs.workdir import CONFIG_FILE
+    from tunelab.tasks.classification import load_splits
+
+    file = run / CONFIG_FILE
+    if not file.is_file():
+        return None, None, f"{run} has no {CONFIG_FILE}"
+    try:
+        saved = yaml.safe_load(file.read_text())
+        saved = saved if isinstance(saved, dict) else {}
+    except (OSError, yaml.YAMLError) as exc:
+        return None, None, f"its {CONFIG_FILE} is unreadable: {exc}"
+    train = saved.get("train") or {}
+    metric = train.get("metric")
+    try:
+        data = update_dataclass(DataOptions(), saved.get("data") or {}, "data")
+        return load_splits(data, int(train.get("seed", 0)), quiet=True)["train"], metric, ""
+    except Exception as exc:  # whatever the reader raises, eval still reports the model
+        what = "" if isinstance(exc, TunelabError) else f"{type(exc).__name__}: "
+        return None, metric, f"the run's training data is not readable here: {what}{exc}"
 
 
 def evaluate_generative(

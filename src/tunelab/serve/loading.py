@@ -139,7 +139,9 @@ def load_served(
     if marker is not None:
         require_safetensors(path)
         if not (path / "config.json").is_file() and marker.base_model:
-            require_safetensors(resolve_source(marker.base_model, marker.gguf_file))
+            from tunelab.runs.open import resolve_base
+
+            require_safetensors(resolve_source(*resolve_base(marker)))
         if marker.task == "classification":
             from tunelab.runs.open import open_classifier
 
@@ -263,7 +265,11 @@ def check_source(source: str) -> None:
         marker = read_marker(path)
         require_safetensors(path)
         if not (path / "config.json").is_file() and marker.base_model:
-            check_source(marker.base_model)  # adapters / trained tensors load over their base
+            from tunelab.runs.open import resolve_base
+
+            base = resolve_base(marker)[0]  # adapters / trained tensors load over their base
+            if base:
+                check_source(base)
         return
     if path.is_dir():
         if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):

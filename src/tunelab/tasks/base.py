@@ -34,6 +34,8 @@ class Encoded:
     collate: Callable[[list], dict[str, Any]]
     evaluate: Callable[..., dict[str, Any]]
     """(model, dataset, desc, progress, collate=None) -> metrics of `model` on `dataset`."""
+    loss_fn: Callable[[Any, dict[str, Any]], Any] | None = None
+    """The training loss from (model output, batch), or None for the output's own loss."""
 
 
 def own_split_files(

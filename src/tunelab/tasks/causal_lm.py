@@ -1,19 +1,17 @@
-"""Instruction / dialog tuning of decoders: pairs -> token ids with the loss on the response only.
+"""Instruction / dialog tuning of decoders: pairs -> token ids with the loss on the assistant's
+tokens only.
 
-Each pair becomes `input_ids` = prompt tokens + response tokens and `labels` = -100 on the
-prompt (and, in batches, on padding) and the token ids on the response, so the causal-LM loss
-(transformers shifts labels by one inside the model) counts only response tokens. The response
-ends with the end-of-turn token, which trains too: a tuned model learns where to stop.
+Each pair becomes `input_ids` = its text's tokens and `labels` = the token ids on the response
+and (for a conversation, with `all_turns`) on every earlier assistant turn, -100 on everything
+else: system and user turns, role headers, the prompt (and, in batches, padding). So the
+causal-LM loss (transformers shifts labels by one inside the model) counts only what the
+assistant says. Each turn ends with the end-of-turn token, which trains too: a tuned model
+learns where to stop. The text layout (chat template, plain, Alpaca) is `tasks/chat.py`'s;
+each of its pieces is tokenized on its own, the prompt as generation reads it.
 
-Formats:
-- chat template (the tokenizer has one and `chat_template` is on): the prompt is the
-  conversation rendered with `add_generation_prompt=True`, the response is what the full
-  rendering (with the assistant turn) adds after it, cut after the template's end-of-turn
-  token; prompt and response are tokenized separately, as generation reads them;
-- plain: `prompt + separator` then `response + EOS`.
-
-Truncation keeps the response (it is what trains) and cuts the prompt from the left: a
-too-long question loses its beginning (with a chat template, the system prompt first).
+Truncation keeps the response (it is what trains) and cuts what comes before it from the
+left: a too-long conversation loses its beginning (with a chat template, the system prompt
+first).
 
 Packing (optional) puts whole examples one after another into blocks of up to `max_length`
 tokens (first fit, in order), so every response token is trained exactly once and none is cut.
@@ -33,50 +31,24 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from tunelab.errors import TunelabError
+from tunelab.tasks.chat import format_pair, has_chat_template, prompt_text, segments
+
+# the text layout lives in tasks/chat.py; these names stay importable from here
+__all__ = [
+    "IGNORE",
+    "PairDataset",
+    "encode_pair",
+    "encode_pairs",
+    "evaluate_lm",
+    "format_pair",
+    "has_chat_template",
+    "make_collate",
+    "pack",
+    "prompt_text",
+]
 
 IGNORE = -100
 """Label value that transformers' cross-entropy skips."""
-
-
-def has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def _messages(pair: dict[str, Any]) -> list[dict[str, str]]:
-    return list(pair.get("messages") or [{"role": "user", "content": pair["prompt"]}])
-
-
-def format_pair(
-    pair: dict[str, Any], tokenizer, chat_template: bool = True, separator: str = "\n"
-) -> tuple[str, str]:
-    """(prompt text, response text) as the model reads them, special tokens included."""
-    if chat_template and has_chat_template(tokenizer):
-        msgs = _messages(pair)
-        prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(
-            [*msgs, {"role": "assistant", "content": pair["response"]}], tokenize=False
-        )
-        if not full.startswith(prompt):
-            raise TunelabError(
-                "the tokenizer's chat template renders the prompt differently with and without "
-                "the answer: train with --data.chat_template false"
-            )
-        response = full[len(prompt) :]
-        eos = tokenizer.eos_token
-        if eos and eos in response:  # keep the end-of-turn token, drop what follows it
-            response = response[: response.rindex(eos) + len(eos)]
-        return prompt, response
-    context = pair.get("messages")  # no template: the turns one per line, the prompt last
-    text = "\n".join(m["content"] for m in context) if context else pair["prompt"]
-    return text + separator, pair["response"]
-
-
-def prompt_text(
-    pair: dict[str, Any], tokenizer, chat_template: bool = True, separator: str = "\n"
-) -> str:
-    """What to feed a model to generate the response of `pair` (its training prompt); the
-    pair needs no response."""
-    return format_pair({"response": "", **pair}, tokenizer, chat_template, separator)[0]
 
 
 def encode_pair(
@@ -85,35 +57,41 @@ def encode_pair(
     max_length: int,
     chat_template: bool = True,
     separator: str = "\n",
+    all_turns: bool = True,
 ) -> dict[str, list[int]]:
-    """input_ids, attention_mask and labels (-100 on the prompt) of one pair.
+    """input_ids, attention_mask and labels of one pair: labels on the response and, with
+    `all_turns`, on every earlier assistant turn of its conversation; -100 on the rest.
+
+    Each piece of `chat.segments` is tokenized on its own (the prompt as generation reads it).
+    Truncation keeps the response and cuts what comes before it from the left.
 
     Raises:
         TunelabError: max_length below 2 (a response token needs a token before it).
     """
     if max_length < 2:
         raise TunelabError("data.max_length must be at least 2 for a causal LM")
-    prompt, response = format_pair(pair, tokenizer, chat_template, separator)
+    pieces = segments(pair, tokenizer, chat_template, separator, all_turns)
     templated = chat_template and has_chat_template(tokenizer)
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, trains in pieces[:-1]:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        labels += piece if trains else [IGNORE] * len(piece)
+    r_ids = tokenizer(pieces[-1][0], add_special_tokens=False)["input_ids"]
     if not templated:
         bos = tokenizer.bos_token_id
         if bos is not None and getattr(tokenizer, "add_bos_token", True):
-            p_ids = [bos, *p_ids]
+            ids, labels = [bos, *ids], [IGNORE, *labels]
         if tokenizer.eos_token_id is not None:
             r_ids = [*r_ids, tokenizer.eos_token_id]
-    if not p_ids:  # the first response token needs a token to be predicted from
+    if not ids:  # the first response token needs a token to be predicted from
         start = tokenizer.bos_token_id
-        p_ids = [tokenizer.eos_token_id if start is None else start]
+        ids, labels = [tokenizer.eos_token_id if start is None else start], [IGNORE]
     r_ids = r_ids[: max_length - 1]
-    p_ids = p_ids[-(max_length - len(r_ids)) :]  # cut the prompt from the left
-    ids = p_ids + r_ids
-    return {
-        "input_ids": ids,
-        "attention_mask": [1] * len(ids),
-        "labels": [IGNORE] * len(p_ids) + r_ids,
-    }
+    keep = max_length - len(r_ids)  # cut what comes before the response from the left
+    ids, labels = ids[-keep:] + r_ids, labels[-keep:] + r_ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
 
 class PairDataset(Dataset):
@@ -136,9 +114,12 @@ def encode_pairs(
     chat_template: bool = True,
     separator: str = "\n",
     packing: bool = False,
+    all_turns: bool = True,
 ) -> PairDataset:
     """Encode every pair (and pack them into blocks when `packing`)."""
-    items = [encode_pair(p, tokenizer, max_length, chat_template, separator) for p in pairs]
+    items = [
+        encode_pair(p, tokenizer, max_length, chat_template, separator, all_turns) for p in pairs
+    ]
     return PairDataset(pack(items, max_length) if packing else items)
 
 

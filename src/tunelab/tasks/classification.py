@@ -16,6 +16,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from tunelab.data.clean import clean_examples
+from tunelab.data.labels import Labeler, bin_names
+from tunelab.data.memory import source_name
 from tunelab.data.options import DataOptions
 from tunelab.data.readers import load_examples
 from tunelab.data.split import check_labels, stratified_split
@@ -24,6 +26,7 @@ from tunelab.evaluation.metrics import ClassificationMetrics
 from tunelab.logs import say
 from tunelab.models.load import Loaded
 from tunelab.models.options import ModelOptions
+from tunelab.tasks.balance import apply_balance, check_balance
 from tunelab.tasks.base import Encoded, Splits, own_split_files
 
 
@@ -160,16 +163,24 @@ def predict_probs(
 
 
 def load_splits(data: DataOptions, seed: int, quiet: bool = False) -> Splits:
-    """train / validation / test examples of the data section (split files or one source)."""
+    """train / validation / test examples of the data section (split files or one source),
+    labels renamed by `data.label_map` or binned by `data.bins` (edges fitted on the source,
+    or on train_file, and applied to every split alike)."""
     d = data
+    labeler = Labeler(d.label_map, d.bins, d.bin_names)
 
     def read(source: str, what: str) -> list[dict[str, str]]:
-        examples = load_examples(source, d.text_column, d.label_column)
+        examples = load_examples(source, d.text_column, d.label_column, encoding=d.encoding)
+        examples = labeler(examples)
         examples, report = clean_examples(examples, d.normalize, d.dedupe)
-        say(f"{what} {source}: {report.summary()}", quiet)
+        say(f"{what} {source_name(source)}: {report.summary()}", quiet)
+        if labeler.edges is not None and what in ("data", "train"):
+            names = bin_names(labeler.edges, labeler.bins.names if labeler.bins else None)
+            say(f"bins of {d.label_column}: {', '.join(names)}", quiet)
         if not examples:
             raise TunelabError(
-                f"{source} has no usable examples after cleaning: check the text column"
+                f"{source_name(source)} has no usable examples after cleaning: check the text "
+                "column"
             )
         return examples
 
@@ -191,6 +202,8 @@ class ClassificationTask:
     generative = False
 
     def read_splits(self, data: DataOptions, seed: int, quiet: bool) -> Splits:
+        check_balance(data.balance)
+        self._seed, self._quiet = seed, quiet  # encode's oversampling and its one line
         return load_splits(data, seed, quiet)
 
     def describe(self, splits: Splits) -> str:
@@ -208,6 +221,7 @@ class ClassificationTask:
         self, splits: Splits, loaded: Loaded, data: DataOptions, eval_batch_size: int
     ) -> Encoded:
         labels = check_labels(splits["train"])
+        seed, quiet = getattr(self, "_seed", 0), getattr(self, "_quiet", True)
         tok = loaded.tokenizer
         collate = make_collate(tok)
         encoded = {
@@ -219,7 +233,12 @@ class ClassificationTask:
                 model, dataset, collate_fn or collate, labels, eval_batch_size, progress, desc
             )
 
-        return Encoded(encoded, collate, run)
+        train = encoded["train"]
+        ids = [item["labels"] for item in train.items]
+        encoded["train"], loss_fn, said = apply_balance(data.balance, train, ids, labels, seed)
+        if said:
+            say(f"--data.balance {data.balance}: {said}", quiet)
+        return Encoded(encoded, collate, run, loss_fn)
 
     def marker_fields(self, loaded: Loaded, data: DataOptions, splits: Splits) -> dict:
         return {"labels": check_labels(splits["train"]), "max_length": data.max_length}

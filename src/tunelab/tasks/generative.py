@@ -19,7 +19,7 @@ from tunelab.models.load import Loaded
 from tunelab.models.options import ModelOptions
 from tunelab.tasks import GENERATIVE_TASKS
 from tunelab.tasks.base import Encoded, Splits, own_split_files
-from tunelab.tasks.causal_lm import has_chat_template, prompt_text
+from tunelab.tasks.chat import has_chat_template, prompt_text
 
 
 def load_base(
@@ -55,30 +55,45 @@ def load_base(
 
 def load_pair_splits(data: DataOptions, seed: int, quiet: bool = False) -> Splits:
     """train / validation / test pairs (split files, or one source split by prompt)."""
+    from tunelab.data.memory import source_name
     from tunelab.data.pairs import clean_pairs, load_pairs, split_pairs
 
     d = data
+    if d.label_map or d.bins:
+        flag = "--data.label_map" if d.label_map else "--data.bins"
+        raise TunelabError(f"{flag} makes classification labels: drop it for a generative task")
 
     def read(source: str, what: str) -> list[dict[str, Any]]:
-        pairs, report = clean_pairs(
-            load_pairs(source, d.prompt_column, d.response_column), d.dedupe
+        pairs = load_pairs(
+            source, d.prompt_column, d.response_column, encoding=d.encoding, fmt=d.format
         )
-        say(f"{what} {source}: {report}", quiet)
+        pairs, report = clean_pairs(pairs, d.dedupe)
+        say(f"{what} {source_name(source)}: {report}", quiet)
         if not pairs:
-            raise TunelabError(f"{source} has no usable prompt/response pairs: check its columns")
+            raise TunelabError(
+                f"{source_name(source)} has no usable prompt/response pairs: check its columns"
+            )
         return pairs
 
     if d.train_file:
         return own_split_files(d, seed, read, split_pairs)
-    if d.source == "bbc-news":
+    if isinstance(d.source, str) and d.source == "bbc-news":
         raise TunelabError(
-            "bbc-news is classification data: give prompt/response pairs with --data (chatterbot,"
-            " news-headlines, django-de, django-fr, or a .jsonl/.csv file)"
+            "bbc-news is classification data: give prompt/response pairs or chat data with --data"
+            " (chatterbot, news-headlines, django-de, django-fr, or a .jsonl/.csv/.parquet file"
+            " of pairs, alpaca, sharegpt or messages rows)"
         )
     pairs = read(d.source, "data")
     if d.limit and d.limit < len(pairs):
         pairs = split_pairs(pairs, d.limit / len(pairs), 0.0, seed)["test"]
-    return split_pairs(pairs, d.test_size, d.val_size, seed)
+    splits = split_pairs(pairs, d.test_size, d.val_size, seed)
+    if not splits["train"]:
+        raise TunelabError(
+            f"no training pairs left after holding out test and validation ones: "
+            f"{source_name(d.source)} has too few distinct prompts; lower --data.test_size / "
+            "--data.val_size or give --data.train_file"
+        )
+    return splits
 
 
 def load_eval_pairs(
@@ -86,8 +101,13 @@ def load_eval_pairs(
     prompt_column: str = "prompt",
     response_column: str = "response",
     limit: int | None = None,
+    *,
+    encoding: str = "utf-8",
+    fmt: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Non-empty prompt/response pairs of `source` (any `load_pairs` source), the first `limit`.
+    """Non-empty prompt/response pairs of `source` (any `load_pairs` source: a file, a saved
+    or hub data set, a DataFrame ...; pairs, alpaca, sharegpt or messages rows), the first
+    `limit`.
 
     Raises:
         TunelabError: no usable pair, or a bad limit.
@@ -96,11 +116,14 @@ def load_eval_pairs(
 
     if limit is not None and limit < 1:
         raise TunelabError(f"--limit must be at least 1, got {limit}")
-    pairs, _ = clean_pairs(load_pairs(source, prompt_column, response_column), dedupe=False)
+    pairs = load_pairs(source, prompt_column, response_column, encoding=encoding, fmt=fmt)
+    pairs, _ = clean_pairs(pairs, dedupe=False)
     if not pairs:
+        from tunelab.data.memory import source_name
+
         raise TunelabError(
-            f"{source} has no pair with both a prompt and a response: check --prompt-column and "
-            "--response-column"
+            f"{source_name(source)} has no pair with both a prompt and a response: check "
+            "--prompt-column and --response-column"
         )
     return pairs[:limit] if limit else pairs
 
@@ -156,7 +179,12 @@ class GenerativeTask:
         if self.name == "causal_lm":
             encoded = {
                 k: causal_lm.encode_pairs(
-                    v, tok, d.max_length, d.chat_template, packing=d.packing and k == "train"
+                    v,
+                    tok,
+                    d.max_length,
+                    d.chat_template,
+                    packing=d.packing and k == "train",
+                    all_turns=d.train_all_turns,
                 )
                 for k, v in splits.items()
                 if v

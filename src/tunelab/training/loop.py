@@ -87,7 +87,7 @@ def plan_steps(n_examples: int, cfg: TrainOptions) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) of a run over `n_examples`."""
     batches_per_epoch = math.ceil(n_examples / cfg.batch_size)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch), cfg.min_steps or 0)
     return steps_per_epoch, total
 
 
@@ -108,6 +108,7 @@ def train(
     param_groups: GroupsFn | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    loss_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> LoopResult:
     """Train `model` in place on `train_data`; returns counters and the eval history.
 
@@ -126,6 +127,8 @@ def train(
         param_groups: The strategy's optimizer groups, or None for the default split.
         resume: Continue from `workdir/checkpoint` when it exists.
         show_progress: Draw a tqdm progress bar.
+        loss_fn: The task's training loss from (model output, batch), or None for the
+            output's own `.loss` (classification uses it for class-weighted loss).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -228,7 +231,8 @@ def train(
                 group = min(cfg.grad_accum, batches_per_epoch - st.batch)
                 if before_step is not None:
                     before_step(accel.unwrap_model(model), st.step, epoch)
-            loss = model(**batch).loss
+            out = model(**batch)
+            loss = out.loss if loss_fn is None else loss_fn(out, batch)
             accel.backward(loss / group)
             running += loss.item()
             micro += 1

@@ -17,6 +17,11 @@ class TrainOptions:
     """Passes over the training split (fractions allowed); ignored when max_steps is set."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides epochs)."""
+    min_steps: int | None = None
+    """Train at least this many optimizer steps, adding epochs when the data is small (0:
+    exactly `epochs`; none: 150 when fine-tuning a classifier, else 0). A few hundred examples
+    give a few dozen steps per epoch, which left the recipe predicting only the majority
+    class (docs/small-data.md)."""
     batch_size: int = 16
     """Examples per forward pass."""
     grad_accum: int = 1
@@ -56,6 +61,8 @@ class TrainOptions:
 
 def check_train(t: TrainOptions) -> None:
     """Choices and ranges of the train section (every recipe that trains), one-line errors."""
+    if t.min_steps is not None and t.min_steps < 0:
+        raise TunelabError(f"--train.min_steps must be 0 or more, got {t.min_steps}")
     if t.schedule not in SCHEDULES:
         raise TunelabError(f"unknown schedule {t.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if t.precision not in PRECISIONS:

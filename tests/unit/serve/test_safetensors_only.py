@@ -122,7 +122,7 @@ def test_a_run_over_a_pickle_only_base_is_refused_before_binding(
     run = tmp_path / "adapter-run"
     run.mkdir()
     marker = json.loads((classify_run / MARKER_FILE).read_text())
-    marker["base_model"] = str(base)
+    marker["base_model"] = marker["base_source"] = str(base)  # asked for and loaded from
     (run / MARKER_FILE).write_text(json.dumps(marker))
     (run / "adapter_config.json").write_text("{}")
     with pytest.raises(TunelabError, match="pytorch_model.bin") as exc:

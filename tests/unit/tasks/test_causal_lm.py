@@ -85,6 +85,9 @@ def test_chat_template_renders_the_whole_conversation(chat_tok):
     assert prompt_text(pair, chat_tok) == "match [SEP] news team [SEP] goal [SEP] news "
     item = encode_pair(pair, chat_tok, 64)
     trained = [t for t in item["labels"] if t != IGNORE]
+    assert chat_tok.decode(trained) == "team [SEP] cup [SEP]"  # every assistant turn trains
+    item = encode_pair(pair, chat_tok, 64, all_turns=False)
+    trained = [t for t in item["labels"] if t != IGNORE]
     assert chat_tok.decode(trained) == "cup [SEP]"
 
 

@@ -30,7 +30,6 @@ still fail to import, the TF-IDF baseline is skipped with one line and the major
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 from typing import Any
@@ -148,13 +147,11 @@ def compared_metric(metric: str | None) -> str:
 
 
 def hint() -> str:
-    """What to try when a classifier lost to its baselines (the flags this version has)."""
-    from tunelab.data.options import DataOptions
-
-    tries = ["train longer (--train.epochs, --train.max_steps)", "try another --train.lr"]
-    if "balance" in {f.name for f in dataclasses.fields(DataOptions)}:
-        tries.append("balance the classes (--data.balance)")
-    return "; ".join(tries)
+    """What to try when a classifier lost to its baselines (docs/small-data.md)."""
+    return (
+        "train longer (--train.min_steps, --train.epochs), balance the classes"
+        " (--data.balance weights or sample), try another --train.lr"
+    )
 
 
 def baseline_warnings(

@@ -21,6 +21,8 @@ def add_decoding_flags(parser: argparse.ArgumentParser, title: str = "decoding o
     group = parser.add_argument_group(title)
     docs = field_docs(DecodingOptions)
     for f in dataclasses.fields(DecodingOptions):
+        if f.metadata.get("flag") is False:  # e.g. constraint: a verb spells it its own way
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         extra = {"nargs": "+"} if isinstance(default, list) else {}
         group.add_argument(

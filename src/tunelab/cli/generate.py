@@ -2,7 +2,8 @@
 
 Every DecodingOptions field is a flag (--max-new-tokens, --top-p, ...) whose help is the
 field's docstring. Prints the continuations (or streams them with --stream); --output writes
-JSONL (prompt, text, finish_reason, token counts) instead.
+JSONL (prompt, text, finish_reason, token counts) instead. --choice / --regex / --json-schema /
+--json / --grammar constrain every output (decoding.constraints, needs the `constrained` extra).
 """
 
 from __future__ import annotations
@@ -40,7 +41,53 @@ def add_parser(sub) -> None:
     p.add_argument("--output", help="write JSONL results here instead of printing the texts")
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded at once (16)")
     add_decoding_flags(p)
+    c = p.add_argument_group(
+        "constrained generation (one of; needs pip install tunelab[constrained])"
+    )
+    c = c.add_mutually_exclusive_group()
+    c.add_argument("--choice", nargs="+", metavar="TEXT", help="every output is one of these")
+    c.add_argument("--regex", metavar="R", help="every output fully matches this regex")
+    c.add_argument("--json-schema", metavar="FILE", help="every output is JSON valid under it")
+    c.add_argument("--json", action="store_true", help="every output is a JSON object")
+    c.add_argument(
+        "--grammar", metavar="FILE", help="every output is a sentence of this Lark grammar"
+    )
     add_precision_flags(p)
+
+
+def constraint_of(args: argparse.Namespace):
+    """The Constraint the flags ask for (None: unconstrained), validated before the model
+    loads; a bad file, schema, regex or grammar is one line naming its flag."""
+    from tunelab.decoding.constraints import Constraint, check
+
+    if args.choice:
+        flag, c = "--choice", Constraint.choice(args.choice)
+    elif args.regex is not None:
+        flag, c = "--regex", Constraint.regex(args.regex)
+    elif args.json:
+        flag, c = "--json", Constraint.json_object()
+    elif args.json_schema or args.grammar:
+        flag = "--json-schema" if args.json_schema else "--grammar"
+        path = Path(args.json_schema or args.grammar)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TunelabError(f"{flag} {path}: cannot read it ({exc})") from None
+        if args.grammar:
+            c = Constraint.grammar(text)
+        else:
+            try:
+                c = Constraint.json_schema(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise TunelabError(f"{flag} {path}: not JSON ({exc})") from None
+        flag = f"{flag} {path}"
+    else:
+        return None
+    try:
+        check(c)
+    except TunelabError as exc:
+        raise TunelabError(f"{flag}: {exc}") from None
+    return c
 
 
 def run(args: argparse.Namespace) -> None:
@@ -50,6 +97,11 @@ def run(args: argparse.Namespace) -> None:
     from tunelab import api
 
     opts = decoding_options(args)
+    constraint = constraint_of(args)
+    if constraint is not None:
+        import dataclasses
+
+        opts = dataclasses.replace(opts, constraint=constraint)
     prompts = list(args.prompts)
     if args.file:
         from tunelab.data.readers import read_texts

@@ -8,7 +8,11 @@ when `early_stopping` says so: True, once num_beams hypotheses are finished; Fal
 best running beam at its current length cannot beat the worst finished one; "never", the same
 check at the longest possible length when length_penalty > 0. The forward passes are the
 engine's (same prefill, cache and masks), through its public `prefill` / `feed` / `reorder`.
-Processors (repetition penalty, no-repeat n-gram) act on the log-probabilities, as there.
+Processors (repetition penalty, no-repeat n-gram) act on the log-probabilities, as there, and
+so does a constraint (`opts.constraint`): one matcher per beam, masked together each step
+(forbidden tokens at -inf, no renormalisation, as transformers' prefix_allowed_tokens_fn),
+forked onto the surviving beams when they are reordered; a beam whose constraint is complete
+can only take EOS next.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tunelab.decoding import processors
+from tunelab.decoding import constraints, processors
 from tunelab.decoding.engine import Engine
 from tunelab.decoding.options import DecodingOptions
 
@@ -57,6 +61,8 @@ def beam_search(
     contexts = [engine.fit(p, window) for p in prompts]  # each prompt's history, for penalties
     logits = engine.prefill([p for p in prompts for _ in range(nb)], window)  # (b * nb, vocab)
     vocab = logits.shape[-1]
+    guide = constraints.Guide(model, tokenizer, engine.eos)
+    matchers = [guide.matcher(opts.constraint) for _ in range(b * nb)]
 
     run_seq = torch.full((b, nb, steps), engine.pad, dtype=torch.long)
     fin_seq = run_seq.clone()
@@ -79,6 +85,7 @@ def beam_search(
                 logp = processors.repetition_penalty(logp, hist, opts.repetition_penalty)
             if opts.no_repeat_ngram_size:
                 logp = processors.no_repeat_ngram(logp, hist, opts.no_repeat_ngram_size)
+        logp = guide.mask(logp, matchers)
         flat = (logp.view(b, nb, vocab) + run_scores[:, :, None]).view(b, nb * vocab)
         top_lp, top_idx = torch.topk(flat, keep)  # (b, keep)
         src_beam, tok = top_idx // vocab, top_idx % vocab
@@ -111,6 +118,10 @@ def beam_search(
             m_flag.gather(1, best),
         )
         engine.reorder((parent + offset).view(-1))
+        if opts.constraint is not None:  # dead beams (score -inf) consume nothing
+            matchers = guide.fork(matchers, (parent + offset).view(-1).tolist())
+            chosen = torch.where(run_scores.isfinite(), run_seq[:, :, step], -1)
+            guide.advance(matchers, chosen.view(-1).tolist())
         # can a running beam still beat the worst finished hypothesis?
         length = steps if es == "never" and lp > 0 else step + 1
         best_running = run_scores[:, :1] / float(length) ** lp

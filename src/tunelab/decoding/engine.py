@@ -28,8 +28,9 @@ Speed (SmolLM2-135M fp32, measured in CPU time on the shared 2-core machine, 1 t
   these lengths) and the head as W @ h.T instead of h @ W.T (same CPU time).
 Other precisions (`--dtype`, applied when the model is opened: `compress.precision`) run the
 model's own head; int8 weights make batch 1 3.16x generate() fp32, packed bf16 batch 16 3.27x
-(docs/generation.md has the
-profile, every mode's speed and its quality cost, and the end-to-end benchmark).
+(docs/generation.md has the profile, every mode's speed and its quality cost, and the
+end-to-end benchmark). Constrained rows (`opts.constraint`) get their logits masked by
+`constraints.Guide` for the whole step at once, then choose like any other row.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from tunelab.decoding import kv, processors
+from tunelab.decoding import constraints, kv, processors
 from tunelab.decoding.context import model_window, slide
 from tunelab.decoding.head import greedy_head, plain_head_base
 from tunelab.decoding.options import DecodingOptions, check_options, is_greedy
@@ -62,7 +63,7 @@ class StepEvent:
     """The new token (the EOS token itself when finish_reason is eos)."""
     finished: bool
     finish_reason: str | None = None
-    """eos or length when finished."""
+    """eos, length or stop (its constraint is complete: the token is its last) when finished."""
 
 
 @dataclass
@@ -75,6 +76,7 @@ class _Row:
     generated: int = 0
     pending: int = -1
     """The newest token: generated, not yet fed to the model."""
+    matcher: object | None = None  # the request's constraint state (constraints.Guide)
 
 
 def eos_ids(model, tokenizer) -> set[int]:
@@ -103,6 +105,7 @@ class Engine:
         self.encdec = bool(getattr(model.config, "is_encoder_decoder", False))
         self.max_batch = max_batch
         self.eos = eos_ids(model, tokenizer)
+        self.guide = constraints.Guide(model, tokenizer, self.eos)
         pad = getattr(model.config, "pad_token_id", None)
         self.pad = pad if pad is not None else (tokenizer.pad_token_id or 0)
         self.window = None if self.encdec else model_window(model.config)
@@ -132,7 +135,8 @@ class Engine:
         if request.id is None:
             request.id = next(self._ids)
         ctx = self.fit(request.prompt_ids, request.opts)
-        self.waiting.append(_Row(request, ctx, list(request.prompt_ids)))
+        m = self.guide.matcher(request.opts.constraint)
+        self.waiting.append(_Row(request, ctx, list(request.prompt_ids), matcher=m))
         return request.id
 
     def fit(self, prompt_ids: list[int], opts: DecodingOptions) -> list[int]:
@@ -356,9 +360,9 @@ class Engine:
         self.waiting = moved + self.waiting
 
     def _finished(self, r: _Row) -> bool:
-        return r.generated >= r.req.opts.max_new_tokens or (
-            r.pending in self.eos and not r.req.opts.ignore_eos
-        )
+        eos = r.pending in self.eos and not r.req.opts.ignore_eos
+        stopped = r.matcher is not None and r.matcher.is_stopped()  # its constraint is complete
+        return eos or stopped or r.generated >= r.req.opts.max_new_tokens
 
     # ------------------------------------------------------------------ token choice
     def _advance(self, rows: list[_Row], last: torch.Tensor) -> list[StepEvent]:
@@ -366,21 +370,24 @@ class Engine:
             tokens = greedy_head(self.head_weight).argmax(last).tolist()
         else:
             opts, hist = [r.req.opts for r in rows], [r.history for r in rows]
-            tokens = processors.choose(self._logits(last), opts, hist, self.generator).tolist()
+            logits = self.guide.mask(self._logits(last), [r.matcher for r in rows])
+            tokens = processors.choose(logits, opts, hist, self.generator).tolist()
+        complete = self.guide.advance([r.matcher for r in rows], tokens)
         events = []
-        for r, t in zip(rows, tokens, strict=True):
+        for r, t, c in zip(rows, tokens, complete, strict=True):
             r.pending = t
             r.generated += 1
             r.history.append(t)
             eos = t in self.eos and not r.req.opts.ignore_eos
-            fin = eos or r.generated >= r.req.opts.max_new_tokens
-            reason = ("eos" if eos else "length") if fin else None
+            fin = eos or c or r.generated >= r.req.opts.max_new_tokens
+            reason = ("eos" if eos else "stop" if c else "length") if fin else None
             events.append(StepEvent(r.req.id, t, fin, reason))
         return events
 
 
 def plain_greedy(o: DecodingOptions) -> bool:
-    return is_greedy(o) and o.repetition_penalty == 1.0 and not o.no_repeat_ngram_size
+    plain = o.repetition_penalty == 1.0 and not o.no_repeat_ngram_size and o.constraint is None
+    return is_greedy(o) and plain
 
 
 def _trim_cross(cache, source: int):

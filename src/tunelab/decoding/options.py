@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tunelab.decoding.constraints import Constraint
 from tunelab.errors import TunelabError
 
 
@@ -50,6 +51,9 @@ class DecodingOptions:
     """Prompt tokens always kept (e.g. the instruction) when the context window slides."""
     ignore_eos: bool = False
     """Keep generating after EOS until max_new_tokens (benchmarks)."""
+    constraint: Constraint | None = field(default=None, metadata={"flag": False})
+    """What every output must be (a choice, a regex, a JSON schema, any JSON, a grammar):
+    decoding.constraints; the CLI spells it --choice, --regex, --json-schema, --json, --grammar."""
 
 
 @dataclass
@@ -115,6 +119,10 @@ def check_options(opts: DecodingOptions) -> None:
         bad(f"context_window must be at least 2, got {opts.context_window}")
     if opts.n_keep < 0:
         bad(f"n_keep must be >= 0, got {opts.n_keep}")
+    if opts.constraint is not None and not isinstance(opts.constraint, Constraint):
+        bad("decoding constraints are decoding.constraints.Constraint objects")
+    if opts.constraint is not None and opts.ignore_eos:
+        bad("ignore_eos does not combine with constrained decoding: drop one")
     if opts.context_window is not None and opts.n_keep >= opts.context_window - 1:
         bad(
             f"n_keep ({opts.n_keep}) must be smaller than context_window - 1 "

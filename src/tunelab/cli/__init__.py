@@ -23,6 +23,7 @@ VERBS: dict[str, str] = {
     "compare-decoding": "tunelab.cli.compare_decoding",
     "generate": "tunelab.cli.generate",
     "serve": "tunelab.cli.serve",
+    "keys": "tunelab.cli.keys",
     "eval": "tunelab.cli.eval",
     "predict": "tunelab.cli.predict",
     "models": "tunelab.cli.models",

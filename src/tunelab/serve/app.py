@@ -5,11 +5,13 @@
     # uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Middleware, outermost first: metrics (every response counted and timed, errors included),
-the catch-all 500 handler, API keys and rate limits on /v1 paths (401, 429: checked before
-the body is read), the body size limit (413), the JSON check of request bodies (422
-invalid_json; json_body.py). /health, /ready and /metrics are open: they say
-nothing about the model's inputs or outputs. The model loads in a background thread started
-by the app's lifespan, so /health answers at once and /ready turns 200 when it is in.
+the audit line of every /v1 request (audit.py: key id, endpoint, status, tokens; quotas
+charged), the catch-all 500 handler, API keys, their scopes, quotas and rate limits on /v1
+paths (401, 403, 429: checked before the body is read), the body size limit (413), the JSON
+check of request bodies (422 invalid_json; json_body.py). /health, /ready and /metrics are
+open: they say nothing about the model's inputs or outputs. The model loads in a background
+thread started by the app's lifespan, so /health answers at once and /ready turns 200 when
+it is in; /metrics has tunelab_ready for alerts (ops_metrics.py).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from tunelab.serve import openapi as doc
+from tunelab.serve import ops_metrics
+from tunelab.serve.audit import AuditMiddleware
 from tunelab.serve.auth import AuthMiddleware, KeyChecker, read_keys
 from tunelab.serve.errors import CatchAllMiddleware, install_error_handlers
 from tunelab.serve.json_body import JsonBodyMiddleware
 from tunelab.serve.limits import BodyLimitMiddleware
 from tunelab.serve.loading import ModelHolder
 from tunelab.serve.metrics import MetricsMiddleware
+from tunelab.serve.quota import counting
 from tunelab.serve.settings import ServeSettings
 from tunelab.serve.state import ServeState
 
@@ -53,7 +58,7 @@ def create_app(
     from tunelab.serve import routes_encode, routes_generate
 
     st = ServeState(settings, holder, keys or KeyChecker(read_keys(settings.keys_file)))
-    st.generator_factory = generator_factory
+    st.generator_factory = counting(generator_factory, settings)  # tokens for quotas, audit
     started = int(time.time())
     paths: set[str] = set()  # known routes: metric labels for requests refused before routing
     json_paths: set[str] = set()  # routes that read a JSON body
@@ -69,9 +74,18 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(JsonBodyMiddleware, paths=json_paths)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(AuthMiddleware, keys=st.keys, limiter=st.limiter)
+    app.add_middleware(
+        AuthMiddleware, keys=st.keys, limiter=st.limiter, model_name=lambda: st.model_name
+    )
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(AuditMiddleware, keys=st.keys, model_name=lambda: st.model_name, paths=paths)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics, paths=paths)
+    ops_metrics.install(
+        st.metrics.registry,
+        lambda: holder.ready and not holder.error,
+        settings.max_queue,
+        settings.max_running,
+    )
 
     @app.get("/health", responses={200: {"model": doc.Health}, **doc.OPEN_RESPONSES})
     async def health():

@@ -1,23 +1,35 @@
-"""API keys: where they come from and how a request's `Authorization: Bearer KEY` is checked.
+"""API keys: where they come from, how a request's `Authorization: Bearer KEY` is checked, and
+what a key may do (scopes and quotas).
 
-Keys come from a keys file (one per line: `KEY` or `NAME KEY`; `#` starts a comment) and from
-the TUNELAB_API_KEYS environment variable (comma-separated). Every presented key is compared
-with every known key by `hmac.compare_digest` over SHA-256 digests (equal lengths, no early
-exit on a match), so the time taken does not tell how much of a key was right or which key
-matched. A missing, malformed or unknown key all answer 401, as OpenAI does (the `openai`
-client raises AuthenticationError); a key's NAME, never the key, is what logs and rate limits
-see.
+Keys come from a keys file and from the TUNELAB_API_KEYS environment variable
+(comma-separated). The keys file is either hashed (JSON, made by `tunelab keys create`:
+serve/keys.py; salted SHA-256 hashes, each key with its scopes and daily token quota) or
+plain (one per line: `KEY` or `NAME KEY`; `#` starts a comment; every scope, no quota; a
+warning says to run `tunelab keys migrate`). Every presented key is compared with every
+known key by `hmac.compare_digest` over SHA-256 digests (equal lengths, no early exit on a
+match), so the time taken does not tell how much of a key was right or which key matched.
+A missing, malformed or unknown (or revoked) key all answer 401, as OpenAI does (the
+`openai` client raises AuthenticationError); a valid key outside its scopes answers 403
+(permission_error), and one whose tokens of the day are spent 429 (insufficient_quota). A
+key's NAME (its id), never the key, is what logs, audit lines and rate limits see.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import logging
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.serve.errors import APIError
+from tunelab.serve.keys import StoredKey, is_hashed, parse_file, read_plain_keys
+from tunelab.serve.quota import QuotaLedger
+
+log = logging.getLogger("tunelab.serve")
 
 ENV_KEYS = "TUNELAB_API_KEYS"
 MIN_KEY_LENGTH = 8
@@ -27,45 +39,66 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def read_keys(keys_file: str | None, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """name -> key from the keys file and the environment.
+@functools.cache  # once per file and process: `tunelab serve` reads the file twice
+def _warn_plain(path: str) -> None:
+    log.warning(
+        "%s holds plain keys: hash them with `tunelab keys migrate --keys-file %s` (the same "
+        "keys keep working)",
+        path,
+        path,
+    )
+
+
+def read_keys(
+    keys_file: str | None, environ: dict[str, str] | None = None
+) -> dict[str, str | StoredKey]:
+    """name -> key (plain keys: the file's lines, the environment's) or its StoredKey (a
+    hashed file's keys that are not revoked).
 
     Raises:
-        TunelabError: a missing keys file, or a key too short to be a secret.
+        TunelabError: a missing or malformed keys file, or a plain key too short to be a secret.
     """
     environ = os.environ if environ is None else environ
-    keys: dict[str, str] = {}
+    keys: dict[str, str | StoredKey] = {}
     if keys_file:
         path = Path(keys_file).expanduser()
         if not path.is_file():
             raise TunelabError(f"keys file {path} not found: pass an existing --keys-file")
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            parts = line.split("#", 1)[0].split()
-            if not parts:
-                continue
-            if len(parts) > 2:
-                raise TunelabError(f"{path} line {n}: write KEY or NAME KEY (no spaces in keys)")
-            name, key = (
-                (parts[0], parts[1]) if len(parts) == 2 else (f"key-{len(keys) + 1}", parts[0])
-            )
-            keys[name] = key
+        text = path.read_text()
+        if is_hashed(text):
+            keys.update((k.id, k) for k in parse_file(text, path).keys if k.revoked is None)
+        else:
+            keys.update(read_plain_keys(path))
+            if keys:
+                _warn_plain(str(path))
     for key in (k.strip() for k in environ.get(ENV_KEYS, "").split(",")):
         if key:
             keys[f"env-{len(keys) + 1}"] = key
-    short = [name for name, key in keys.items() if len(key) < MIN_KEY_LENGTH]
+    short = [n for n, k in keys.items() if isinstance(k, str) and len(k) < MIN_KEY_LENGTH]
     if short:
         raise TunelabError(
             f"API key {short[0]} is shorter than {MIN_KEY_LENGTH} characters: use a long random "
-            "key (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            "key (e.g. tunelab keys create, or python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
         )
     return keys
 
 
 class KeyChecker:
-    """Checks Authorization headers against a fixed set of keys."""
+    """Checks Authorization headers against a fixed set of keys: plain ones, and hashed ones
+    (StoredKey, with scopes and a quota; see serve/keys.py). `ledger` counts the tokens each
+    key used today."""
 
-    def __init__(self, keys: dict[str, str]) -> None:
-        self._digests = [(name, _digest(key)) for name, key in keys.items()]
+    def __init__(self, keys: Mapping[str, str | StoredKey], ledger: QuotaLedger | None = None):
+        self._digests: list[tuple[str, str, bytes]] = []  # (name, salt hex or "", digest)
+        self._records: dict[str, StoredKey] = {}
+        for name, key in keys.items():
+            if isinstance(key, StoredKey):
+                self._digests.append((name, key.salt, bytes.fromhex(key.sha256)))
+                self._records[name] = key
+            else:
+                self._digests.append((name, "", _digest(key)))
+        self.ledger = ledger or QuotaLedger()
 
     @property
     def enabled(self) -> bool:
@@ -73,12 +106,42 @@ class KeyChecker:
 
     def identify(self, key: str) -> str | None:
         """The name of `key`, or None; compares against every key whatever matches."""
-        presented = _digest(key)
+        presented: dict[str, bytes] = {}  # salt -> the key's digest with it (one per file)
         found = None
-        for name, digest in self._digests:
-            if hmac.compare_digest(presented, digest):
+        for name, salt, digest in self._digests:
+            if salt not in presented:
+                data = bytes.fromhex(salt) + key.encode()
+                presented[salt] = hashlib.sha256(data).digest()
+            if hmac.compare_digest(presented[salt], digest):
                 found = name
         return found
+
+    def record(self, name: str) -> StoredKey | None:
+        """The scopes and quota of key `name`; None for a plain key (every scope, no quota)."""
+        return self._records.get(name)
+
+    def authorize(self, name: str, path: str, model: str | None) -> None:
+        """Whether key `name` may call `path` on `model` now.
+
+        Raises:
+            APIError: 403 outside the key's endpoints or models, 429 once its quota is spent.
+        """
+        rec = self._records.get(name)
+        if rec is None:
+            return
+        if not rec.allows_endpoint(path):
+            raise APIError(
+                403,
+                f"key {name} may not call {path}: it may call {', '.join(rec.endpoints)}",
+                code="endpoint_not_allowed",
+            )
+        if model is not None and not rec.allows_model(model):
+            raise APIError(
+                403,
+                f"key {name} may not use model {model}: it may use {', '.join(rec.models)}",
+                code="model_not_allowed",
+            )
+        self.ledger.check(name, rec.tokens_per_day)
 
     def check(self, authorization: str | None) -> str | None:
         """The key name for an Authorization header (None when auth is off).
@@ -113,17 +176,27 @@ class KeyChecker:
 
 
 class AuthMiddleware:
-    """ASGI middleware guarding every /v1 path: the key (401) and its rate (429) are checked
-    before the body is read, so a caller without a key gets nothing parsed on its behalf.
+    """ASGI middleware guarding every /v1 path: the key (401), its scopes (403: the path, and
+    `model_name()`, the model this server serves), its quota and rate (429) are checked before
+    the body is read, so a caller without a key gets nothing parsed on its behalf.
 
-    The caller's key name (its client address when auth is off) lands in request.state.key.
+    The caller's key name (its client address when auth is off) lands in request.state.key,
+    and the key name alone (None when auth is off) in request.state.key_id.
     """
 
-    def __init__(self, app, keys: KeyChecker, limiter, prefix: str = "/v1/") -> None:
+    def __init__(
+        self,
+        app,
+        keys: KeyChecker,
+        limiter,
+        prefix: str = "/v1/",
+        model_name: Callable[[], str] | None = None,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.limiter = limiter
         self.prefix = prefix
+        self.model_name = model_name
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
@@ -132,11 +205,16 @@ class AuthMiddleware:
         headers = dict(scope.get("headers") or [])
         auth = headers.get(b"authorization")
         client = (scope.get("client") or ("unknown",))[0]
+        state = scope.setdefault("state", {})
         try:
             name = self.keys.check(auth.decode("latin-1") if auth is not None else None)
+            state["key_id"] = name
+            if name is not None:
+                model = self.model_name() if self.model_name is not None else None
+                self.keys.authorize(name, scope["path"], model)
             self.limiter.check(name or f"client {client}")
         except APIError as exc:
             await exc.response()(scope, receive, send)
             return
-        scope.setdefault("state", {})["key"] = name or client
+        state["key"] = name or client
         await self.app(scope, receive, send)

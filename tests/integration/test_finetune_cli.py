@@ -196,3 +196,25 @@ def test_virtual_tokens_beyond_the_encoders_positions_are_a_one_line_error(
     assert code == 2 and "120 tokens + 20 virtual tokens exceed the model's 128" in err
     assert "--data.max_length 108" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_uneven_classes_train_with_a_weighted_loss_and_the_step_floor(
+    tiny_models, tmp_path, capsys
+):
+    rows = toy_examples(120)
+    labels = sorted({r["label"] for r in rows})
+    keep = {labels[0]: 60, labels[1]: 20, labels[2]: 6}  # ~70 / 23 / 7 %
+    seen: dict[str, int] = {}
+    uneven = []
+    for r in rows:
+        if seen.get(r["label"], 0) < keep.get(r["label"], 0):
+            seen[r["label"]] = seen.get(r["label"], 0) + 1
+            uneven.append(r)
+    train = write_csv(tmp_path / "uneven.csv", uneven)
+    out = tmp_path / "runs"
+    floor = ["--train.epochs", "1", "--train.min_steps", "12", "--data.test_size", "0.2"]
+    assert _finetune(tiny_models, train, out, *floor) == 0  # later flags win over _finetune's
+    printed = capsys.readouterr().out
+    assert "--data.balance auto: class-weighted loss" in printed
+    metrics = json.loads((out / "toy" / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 12  # 1 epoch would be fewer: the floor added epochs

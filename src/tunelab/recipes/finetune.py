@@ -18,12 +18,14 @@ from typing import Any
 
 from tunelab.config.finetune import Config, build_config
 from tunelab.config.parse import saved_overrides
+from tunelab.data.split import check_labels
 from tunelab.errors import TunelabError
 from tunelab.logs import say
 from tunelab.runs.marker import RunMarker
 from tunelab.runs.workdir import discard_if_fresh, open_workdir, saved_config
 from tunelab.strategies import get_strategy, strategy_info
 from tunelab.tasks import LM_METRICS
+from tunelab.tasks.balance import balance_encoded
 from tunelab.tasks.base import Encoded, Task, get_task
 
 CLASSIFIER_MIN_STEPS = 150
@@ -180,6 +182,11 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         torch.set_num_threads(cfg.train.threads)
     loaded = task.load(cfg.model, splits)
     enc = task.encode(splits, loaded, cfg.data, cfg.train.eval_batch_size)
+    if not task.generative:  # uneven classes: a weighted loss or repeated examples
+        labels = check_labels(splits["train"])
+        enc, said = balance_encoded(enc, cfg.data.balance, labels, cfg.train.seed)
+        if said:
+            say(f"--data.balance {cfg.data.balance}: {said}", quiet)
     before = {}
     if task.generative:
         if torch.cuda.is_available():  # where the loop will train it: evaluate the base there

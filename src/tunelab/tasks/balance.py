@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from tunelab.errors import TunelabError
+from tunelab.tasks.base import Encoded
 
 CHOICES = ("auto", "weights", "sample", "none")
 AUTO_RATIO = 1.5
@@ -93,3 +95,12 @@ def apply_balance(
         sampled = oversampled(train, labels, seed)
         return sampled, None, f"smaller classes repeated to {len(sampled)} examples ({shares})"
     return train, None, ""
+
+
+def balance_encoded(enc: Encoded, name: str | None, label_names: list[str], seed: int):
+    """(`enc` with its training split and loss balanced as `--data.balance` says, what was
+    done in words or ""); `enc` is a classification task's encoding (items carry `labels`)."""
+    train = enc.data["train"]
+    ids = [train[i]["labels"] for i in range(len(train))]
+    data, loss_fn, said = apply_balance(name, train, ids, label_names, seed)
+    return replace(enc, data={**enc.data, "train": data}, loss_fn=loss_fn), said

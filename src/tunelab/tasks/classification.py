@@ -26,7 +26,7 @@ from tunelab.evaluation.metrics import ClassificationMetrics
 from tunelab.logs import say
 from tunelab.models.load import Loaded
 from tunelab.models.options import ModelOptions
-from tunelab.tasks.balance import apply_balance, check_balance
+from tunelab.tasks.balance import check_balance
 from tunelab.tasks.base import Encoded, Splits, own_split_files
 
 
@@ -202,8 +202,7 @@ class ClassificationTask:
     generative = False
 
     def read_splits(self, data: DataOptions, seed: int, quiet: bool) -> Splits:
-        check_balance(data.balance)
-        self._seed, self._quiet = seed, quiet  # encode's oversampling and its one line
+        check_balance(data.balance)  # up front; the finetune recipe applies it after encoding
         return load_splits(data, seed, quiet)
 
     def describe(self, splits: Splits) -> str:
@@ -221,7 +220,6 @@ class ClassificationTask:
         self, splits: Splits, loaded: Loaded, data: DataOptions, eval_batch_size: int
     ) -> Encoded:
         labels = check_labels(splits["train"])
-        seed, quiet = getattr(self, "_seed", 0), getattr(self, "_quiet", True)
         tok = loaded.tokenizer
         collate = make_collate(tok)
         encoded = {
@@ -233,12 +231,7 @@ class ClassificationTask:
                 model, dataset, collate_fn or collate, labels, eval_batch_size, progress, desc
             )
 
-        train = encoded["train"]
-        ids = [item["labels"] for item in train.items]
-        encoded["train"], loss_fn, said = apply_balance(data.balance, train, ids, labels, seed)
-        if said:
-            say(f"--data.balance {data.balance}: {said}", quiet)
-        return Encoded(encoded, collate, run, loss_fn)
+        return Encoded(encoded, collate, run)
 
     def marker_fields(self, loaded: Loaded, data: DataOptions, splits: Splits) -> dict:
         return {"labels": check_labels(splits["train"]), "max_length": data.max_length}

@@ -6,24 +6,17 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import tiny_config
 from tunelab.compress.fuse import FusedSlice, fuse_projections
 from tunelab.compress.int8_linear import Int8PackLinear, has_kernel
 from tunelab.models.packed import PackedLinear, can_pack, pack_linears
 
 
 def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=96,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return LlamaForCausalLM(tiny_config("decoder", 96)).eval()
 
 
 def as_int8(model):

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.conftest import tiny_config
 from tunelab.models.packed import PackedLinear, can_pack, pack_linears
 
 pytestmark = pytest.mark.skipif(not can_pack(), reason="this CPU/torch has no native bf16 oneDNN")
@@ -41,18 +42,11 @@ def test_other_input_dtypes_and_layouts():
 
 
 def test_pack_linears_keeps_a_tiny_llama_token_for_token():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=96,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
+    cfg = tiny_config("decoder", 96)
+    cfg.tie_word_embeddings = True
     model = LlamaForCausalLM(cfg).eval().to(torch.bfloat16)
     ids = torch.randint(0, 96, (2, 9))
     with torch.inference_mode():

@@ -55,3 +55,16 @@ def test_none_and_even_data_change_nothing():
     data, labels = list(range(4)), [0, 1, 0, 1]
     assert apply_balance("auto", data, labels, ["a", "b"], 0) == (data, None, "")
     assert apply_balance("none", data, [0, 0, 0, 1], ["a", "b"], 0) == (data, None, "")
+
+
+def test_balance_encoded_replaces_the_train_split_and_the_loss_only():
+    from tunelab.tasks.balance import balance_encoded
+    from tunelab.tasks.base import Encoded
+
+    train = [{"labels": lab} for lab in [0, 0, 0, 0, 1]]
+    enc = Encoded({"train": train, "test": ["t"]}, collate=list, evaluate=print)
+    weighted, said = balance_encoded(enc, "auto", ["a", "b"], seed=0)
+    assert weighted.loss_fn is not None and weighted.data["train"] is train and "weighted" in said
+    assert weighted.data["test"] == ["t"] and enc.loss_fn is None  # enc itself unchanged
+    sampled, _ = balance_encoded(enc, "sample", ["a", "b"], seed=0)
+    assert len(sampled.data["train"]) == 8 and sampled.loss_fn is None

@@ -152,7 +152,8 @@ class Guide:
             return None
         grammar = check(c)
         if self._tok is None:
-            vocab = self.model.get_output_embeddings().weight.shape[0]
+            head = self.model.get_output_embeddings()  # a packed head's weight is a copy
+            vocab = getattr(head, "out_features", None) or head.weight.shape[0]
             n = max(vocab, len(self.tokenizer))
             self._tok = ll_tokenizer(self.tokenizer, self.eos, n)
             self._executor = _llguidance().LLExecutor()

@@ -18,14 +18,12 @@ from typing import Any
 
 from tunelab.config.finetune import Config, build_config
 from tunelab.config.parse import saved_overrides
-from tunelab.data.split import check_labels
 from tunelab.errors import TunelabError
 from tunelab.logs import say
 from tunelab.runs.marker import RunMarker
 from tunelab.runs.workdir import discard_if_fresh, open_workdir, saved_config
 from tunelab.strategies import get_strategy, strategy_info
 from tunelab.tasks import LM_METRICS
-from tunelab.tasks.balance import balance_encoded
 from tunelab.tasks.base import Encoded, Task, get_task
 
 CLASSIFIER_MIN_STEPS = 150
@@ -161,7 +159,9 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
     import torch
     from transformers import set_seed
 
+    from tunelab.data.split import check_labels
     from tunelab.runs.save import finish_run
+    from tunelab.tasks.balance import balance_encoded
     from tunelab.training.loop import plan_steps, train
 
     if cfg.run.resume:

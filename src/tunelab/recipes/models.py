@@ -1,5 +1,5 @@
-"""`tunelab models` and `tunelab data inspect`: what is installed, GGUF conversion, and a look
-at a data set before training."""
+"""`tunelab models`: what is installed, and GGUF conversion (`tunelab data inspect` is
+`recipes/data_inspect.py`)."""
 
 from __future__ import annotations
 
@@ -35,19 +35,3 @@ def convert_model(source: str, out: str | None = None) -> Path:
     if not source.endswith(".gguf"):
         raise TunelabError(f"{source} is not a .gguf file: models convert takes GGUF weights")
     return convert_gguf(source, out)
-
-
-def inspect_data(
-    source: str,
-    text_column: str = "text",
-    label_column: str | None = "label",
-    model: str | None = None,
-) -> str:
-    """Columns, label counts and length percentiles of a data source, as text."""
-    from tunelab.data.inspect import format_inspection, inspect_examples
-    from tunelab.data.readers import load_examples
-    from tunelab.models.sources import load_tokenizer, resolve_source
-
-    examples = load_examples(source, text_column, label_column)
-    tok = load_tokenizer(resolve_source(model)) if model else None
-    return format_inspection(inspect_examples(examples, tok))

@@ -20,6 +20,9 @@ ALIASES = {
     "--output": "run.output_dir",
     "--name": "run.name",
     "--seed": "train.seed",
+    "--track": "train.track",
+    "--optimizer": "train.optimizer",
+    "--distributed": "train.distributed",
 }
 FLAGS = {"--resume": "run.resume", "--merge": "run.merge"}
 

@@ -28,6 +28,7 @@ from tunelab.training.checkpoint import load_checkpoint, load_weights, save_chec
 from tunelab.training.optim import build_optimizer, build_scheduler
 from tunelab.training.options import TrainOptions
 from tunelab.training.state import LoopState
+from tunelab.training.tracking import Tracker
 
 EvalFn = Callable[[nn.Module], dict[str, Any]]
 StepHook = Callable[[nn.Module, int, int], None]
@@ -61,11 +62,14 @@ def native_bf16() -> bool:
 
 
 def resolve_precision(name: str) -> str:
-    """accelerate's mixed-precision name ('bf16' or 'no') for fp32 / bf16 / auto."""
-    if name not in ("auto", "fp32", "bf16"):
-        raise TunelabError(f"unknown precision {name!r}: choose auto, fp32 or bf16")
+    """accelerate's mixed-precision name ('bf16', 'fp16' or 'no') for fp32 / bf16 / fp16 /
+    auto."""
+    if name not in ("auto", "fp32", "bf16", "fp16"):
+        raise TunelabError(f"unknown precision {name!r}: choose auto, fp32, bf16 or fp16")
     if name == "fp32":
         return "no"
+    if name == "fp16":
+        return "fp16"
     supported = native_bf16()
     if name == "bf16" and not supported:
         raise TunelabError("this machine has no native bf16: use --train.precision fp32 or auto")
@@ -91,6 +95,26 @@ def plan_steps(n_examples: int, cfg: TrainOptions) -> tuple[int, int]:
     return steps_per_epoch, total
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Turn on transformers' activation checkpointing in `model` or the pretrained model it
+    wraps (a peft model, a task head); non-reentrant, so frozen inputs (LoRA over a frozen
+    embedding) still get gradients.
+
+    Raises:
+        TunelabError: Nothing in the model supports it.
+    """
+    for module in model.modules():
+        if getattr(module, "supports_gradient_checkpointing", False):
+            module.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+            return
+    raise TunelabError(
+        f"{type(model).__name__} does not support gradient checkpointing: drop "
+        "--train.gradient_checkpointing"
+    )
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
@@ -109,6 +133,7 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
     loss_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    tracker: Tracker | None = None,
 ) -> LoopResult:
     """Train `model` in place on `train_data`; returns counters and the eval history.
 
@@ -129,6 +154,8 @@ def train(
         show_progress: Draw a tqdm progress bar.
         loss_fn: The task's training loss from (model output, batch), or None for the
             output's own `.loss` (classification uses it for class-weighted loss).
+        tracker: Experiment trackers that receive every log record (`train/loss`,
+            `train/lr`, `train/grad_norm`, `eval/<metric>`) at its optimizer step.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -148,12 +175,19 @@ def train(
     # the same process (the Python API, `compare`) may pick another precision, so start afresh
     # (the process group, PartialState, is kept)
     AcceleratorState._reset_state()
-    accel = Accelerator(
-        mixed_precision=resolve_precision(cfg.precision),
-        cpu=not torch.cuda.is_available(),
-    )
+    mixed = resolve_precision(cfg.precision)
+    on_gpu = torch.cuda.is_available()
+    # accelerate runs fp16 (autocast + GradScaler) on GPUs only; on a CPU the loop does the
+    # same with torch.autocast("cpu", float16) and torch.amp.GradScaler("cpu")
+    cpu_fp16 = mixed == "fp16" and not on_gpu
+    accel = Accelerator(mixed_precision="no" if cpu_fp16 else mixed, cpu=not on_gpu)
+    scaler = torch.amp.GradScaler("cpu") if cpu_fp16 else None
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     groups = param_groups(model, cfg.lr, cfg.weight_decay) if param_groups else None
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, groups=groups)
+    optimizer = build_optimizer(
+        model, cfg.lr, cfg.weight_decay, groups=groups, name=cfg.optimizer, momentum=cfg.momentum
+    )
     # what checkpoints hold: every parameter the optimizer may update, also ones that a
     # strategy's hook has not unfrozen yet (so keep-best and resume restore a consistent model)
     in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
@@ -214,6 +248,8 @@ def train(
         }
         st.history.append(record)
         log.write(record)
+        if tracker is not None:
+            tracker.log_metrics({f"eval/{k}": v for k, v in record["eval"].items()}, st.step)
         if show_progress:
             bar.write(f"step {st.step}: {cfg.metric} {value:.4f}" + (" (best)" if improved else ""))
         return cfg.patience is not None and st.bad_evals >= cfg.patience
@@ -231,9 +267,15 @@ def train(
                 group = min(cfg.grad_accum, batches_per_epoch - st.batch)
                 if before_step is not None:
                     before_step(accel.unwrap_model(model), st.step, epoch)
-            out = model(**batch)
-            loss = out.loss if loss_fn is None else loss_fn(out, batch)
-            accel.backward(loss / group)
+            if cpu_fp16:
+                with torch.autocast("cpu", dtype=torch.float16):
+                    out = model(**batch)
+                    loss = out.loss if loss_fn is None else loss_fn(out, batch)
+                scaler.scale(loss.float() / group).backward()
+            else:
+                out = model(**batch)
+                loss = out.loss if loss_fn is None else loss_fn(out, batch)
+                accel.backward(loss / group)
             running += loss.item()
             micro += 1
             st.batch += 1
@@ -241,9 +283,20 @@ def train(
             last_batch = st.batch == batches_per_epoch
             if micro < group:
                 continue
-            if cfg.max_grad_norm:
-                accel.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            log_due = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            grad_norm = None
+            if cfg.max_grad_norm or log_due:
+                # an infinite max_norm measures the norm without clipping
+                grad_norm = accel.clip_grad_norm_(
+                    model.parameters(), cfg.max_grad_norm or float("inf")
+                )
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             if after_step is not None:
                 after_step(accel.unwrap_model(model), st.step)
             optimizer.zero_grad(set_to_none=True)
@@ -254,16 +307,19 @@ def train(
             bar.set_postfix(loss=f"{running / micro:.4f}", lr=f"{lr:.2e}")
             # the logged loss is the mean over the steps since the last record, not one batch
             window_loss, window_steps = window_loss + running / micro, window_steps + 1
-            if st.step % 10 == 0 or st.step == total:
+            if log_due:
                 elapsed = time.perf_counter() - t_run
-                log.write(
-                    {
-                        "step": st.step,
-                        "loss": window_loss / window_steps,
-                        "lr": lr,
-                        "samples_per_s": (st.seen - seen0) / max(elapsed, 1e-9),
-                    }
-                )
+                record = {
+                    "step": st.step,
+                    "loss": window_loss / window_steps,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "samples_per_s": (st.seen - seen0) / max(elapsed, 1e-9),
+                }
+                log.write(record)
+                if tracker is not None:
+                    logged = {k: v for k, v in record.items() if k != "step" and v is not None}
+                    tracker.log_metrics({f"train/{k}": v for k, v in logged.items()}, st.step)
                 window_loss, window_steps = 0.0, 0
             running, micro = 0.0, 0
             if last_batch:

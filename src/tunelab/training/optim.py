@@ -70,7 +70,9 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     groups: list[dict] | None = None,
-) -> torch.optim.AdamW:
+    name: str = "adamw",
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
     """Fused AdamW over `groups` (a strategy's own, e.g. layer-wise learning rates), or by
     default over `param_groups(model, weight_decay)`.
 
@@ -88,6 +90,8 @@ def build_optimizer(
         groups = param_groups(model, weight_decay)
     elif not any(g["params"] for g in groups):
         raise TunelabError("nothing to train: the strategy's parameter groups are empty")
+    if name != "adamw":
+        raise TunelabError(f"unknown optimizer {name!r}: set train.optimizer to adamw")
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
 
 

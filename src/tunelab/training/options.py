@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from tunelab.errors import TunelabError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS: tuple[str, ...] = ("adamw", "lamb", "adafactor", "sgd", "adamw8bit")
+TRACKERS: tuple[str, ...] = ("none", "tensorboard", "mlflow", "wandb")
+DISTRIBUTED: tuple[str, ...] = ("ddp", "fsdp")
 SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "step", "exponential")
 
 
@@ -29,9 +32,16 @@ class TrainOptions:
     eval_batch_size: int = 64
     """Examples per forward pass during evaluation and prediction."""
     lr: float = 1e-4
-    """Peak learning rate of AdamW."""
+    """Peak learning rate."""
+    optimizer: str = "adamw"
+    """adamw (fused), lamb (layer-wise trust ratio, for large batches), adafactor
+    (transformers', factored second moments: less memory), sgd (with momentum) or adamw8bit
+    (torchao's 8-bit optimizer states: about a quarter of AdamW's state memory)."""
+    momentum: float = 0.9
+    """sgd: momentum factor (0: plain SGD)."""
     weight_decay: float = 0.01
-    """AdamW weight decay (never applied to biases and normalisation weights)."""
+    """Weight decay (decoupled for adamw/lamb/adamw8bit; never applied to biases and
+    normalisation weights)."""
     schedule: str = "linear"
     """Learning-rate schedule: constant, linear, cosine, step or exponential."""
     warmup_ratio: float = 0.06
@@ -44,7 +54,11 @@ class TrainOptions:
     max_grad_norm: float | None = 1.0
     """Clip the gradient norm to this value (none to disable)."""
     precision: str = "auto"
-    """fp32, bf16 (autocast) or auto (bf16 where the CPU/GPU has native bf16, else fp32)."""
+    """fp32, bf16 (autocast), fp16 (autocast with loss scaling, torch.amp.GradScaler) or auto
+    (bf16 where the CPU/GPU has native bf16, else fp32)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them: less memory for
+    about a third more compute (models that support it: transformers' own switch)."""
     eval_every: int | None = None
     """Evaluate on the validation split every N optimizer steps (default: after each epoch)."""
     metric: str = "macro_f1"
@@ -57,6 +71,15 @@ class TrainOptions:
     """Seed for the split, the shuffling, dropout and new weights."""
     threads: int | None = None
     """CPU threads for torch (default: torch's own choice)."""
+    log_every: int = 10
+    """Log loss, learning rate and gradient norm every N optimizer steps (log.jsonl and the
+    trackers)."""
+    track: str | None = None
+    """Experiment trackers, comma-separated: tensorboard, mlflow (a local SQLite store in the
+    run folder unless MLFLOW_TRACKING_URI is set), wandb (offline unless logged in), none."""
+    distributed: str = "ddp"
+    """Under torchrun (or --nproc N): ddp (every rank holds the whole model) or fsdp (FSDP2
+    fully_shard: parameters, gradients and optimizer state sharded across ranks)."""
 
 
 def check_train(t: TrainOptions) -> None:
@@ -65,6 +88,22 @@ def check_train(t: TrainOptions) -> None:
         raise TunelabError(f"--train.min_steps must be 0 or more, got {t.min_steps}")
     if t.schedule not in SCHEDULES:
         raise TunelabError(f"unknown schedule {t.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if t.optimizer not in OPTIMIZERS:
+        raise TunelabError(
+            f"unknown optimizer {t.optimizer!r}: set --train.optimizer to one of "
+            f"{', '.join(OPTIMIZERS)}"
+        )
+    bad = [n for n in track_names(t.track) if n not in TRACKERS]
+    if bad:
+        raise TunelabError(
+            f"unknown tracker {bad[0]!r}: set --train.track to some of {', '.join(TRACKERS)} "
+            "(comma-separated)"
+        )
+    if t.distributed not in DISTRIBUTED:
+        raise TunelabError(
+            f"unknown distributed mode {t.distributed!r}: set --train.distributed to "
+            f"{' or '.join(DISTRIBUTED)}"
+        )
     if t.precision not in PRECISIONS:
         raise TunelabError(
             f"unknown precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}"
@@ -80,7 +119,15 @@ def check_train(t: TrainOptions) -> None:
         (t.patience is None or t.patience >= 1, "train.patience must be at least 1 (or none)"),
         (t.eval_every is None or t.eval_every >= 1, "train.eval_every must be at least 1"),
         (t.threads is None or t.threads >= 1, "train.threads must be at least 1 (or none)"),
+        (t.log_every >= 1, "train.log_every must be at least 1"),
+        (0 <= t.momentum < 1, "train.momentum must be in [0, 1)"),
     ]
     for ok, msg in checks:
         if not ok:
             raise TunelabError(f"{msg}: fix the config or flag")
+
+
+def track_names(track: str | None) -> list[str]:
+    """The trackers a `track` value names ("tensorboard,mlflow" -> both; "none" -> none)."""
+    names = [n.strip().lower() for n in str(track or "none").split(",") if n.strip()]
+    return [n for n in names if n != "none"]

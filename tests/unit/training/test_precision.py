@@ -76,8 +76,9 @@ def test_resolve_precision_follows_the_hardware_check(monkeypatch, native):
     else:
         with pytest.raises(TunelabError, match="no native bf16.*--train.precision fp32"):
             loop.resolve_precision("bf16")
-    with pytest.raises(TunelabError, match="unknown precision 'fp16'"):
-        loop.resolve_precision("fp16")
+    assert loop.resolve_precision("fp16") == "fp16"
+    with pytest.raises(TunelabError, match="unknown precision 'fp8'"):
+        loop.resolve_precision("fp8")
 
 
 def test_fp32_trains_with_fp32_activations(tmp_path):

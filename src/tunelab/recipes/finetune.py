@@ -25,6 +25,7 @@ from tunelab.runs.workdir import discard_if_fresh, open_workdir, saved_config
 from tunelab.strategies import get_strategy, strategy_info
 from tunelab.tasks import LM_METRICS
 from tunelab.tasks.base import Encoded, Task, get_task
+from tunelab.training.tracking import log_results, tracking
 
 CLASSIFIER_MIN_STEPS = 150
 """--train.min_steps when left unset for a classifier (docs/small-data.md)."""
@@ -222,62 +223,71 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         Path(cfg.run.output_dir), run_name(cfg), cfg.run.resume, cfg.to_dict()
     )
 
-    with discard_if_fresh(work):
-        view = None
-        if strategy.train_view is not None:
-            view = strategy.train_view(
-                model, options, enc.data, enc.collate, cfg.train.eval_batch_size, not quiet
-            )
-        fit_model, fit_data, fit_collate = (
-            (view.model, view.datasets, view.collate) if view else (model, enc.data, enc.collate)
-        )
-        hooks = strategy.bound_hooks(options)
-        result = train(
-            fit_model,
-            fit_data["train"],
-            fit_collate,
-            cfg.train,
-            work,
-            evaluate=(
-                (
-                    lambda m: enc.evaluate(
-                        m, fit_data["validation"], "validating", not quiet, fit_collate
-                    )
+    with tracking(cfg.train.track, work, Path(cfg.run.output_dir), cfg.to_dict()) as tracker:
+        with discard_if_fresh(work):
+            view = None
+            if strategy.train_view is not None:
+                view = strategy.train_view(
+                    model, options, enc.data, enc.collate, cfg.train.eval_batch_size, not quiet
                 )
-                if "validation" in fit_data
-                else None
-            ),
-            before_step=hooks.before_step,
-            after_step=hooks.after_step,
-            param_groups=hooks.param_groups,
-            resume=cfg.run.resume,
-            loss_fn=enc.loss_fn if view is None else None,
-            show_progress=not quiet,
+            fit_model, fit_data, fit_collate = (
+                (view.model, view.datasets, view.collate)
+                if view
+                else (model, enc.data, enc.collate)
+            )
+            hooks = strategy.bound_hooks(options)
+            result = train(
+                fit_model,
+                fit_data["train"],
+                fit_collate,
+                cfg.train,
+                work,
+                evaluate=(
+                    (
+                        lambda m: enc.evaluate(
+                            m, fit_data["validation"], "validating", not quiet, fit_collate
+                        )
+                    )
+                    if "validation" in fit_data
+                    else None
+                ),
+                before_step=hooks.before_step,
+                after_step=hooks.after_step,
+                param_groups=hooks.param_groups,
+                resume=cfg.run.resume,
+                loss_fn=enc.loss_fn if view is None else None,
+                show_progress=not quiet,
+                tracker=tracker,
+            )
+        metrics: dict[str, Any] = {"train": train_metrics(result, model, trainable, total, view)}
+        metrics["data"] = {k: len(v) for k, v in splits.items()}  # rows per split (model card)
+        if before:
+            metrics["base"] = before
+        if task.generative and "validation" in enc.data:
+            metrics["validation"] = enc.evaluate(
+                model, enc.data["validation"], "validating", not quiet
+            )
+        if "test" in enc.data:
+            metrics["test"] = enc.evaluate(model, enc.data["test"], "testing", not quiet)
+            if not task.generative:
+                metrics |= _baselines(splits, metrics["test"], cfg.train.metric, quiet)
+        marker = RunMarker(
+            task=task.name,
+            family=loaded.family,
+            strategy=cfg.strategy,
+            strategy_options=dict(cfg.strategy_options),
+            base_model=cfg.model.name,
+            gguf_file=cfg.model.gguf_file,
+            base_source=loaded.source,
+            **task.marker_fields(loaded, cfg.data, splits),
         )
-    metrics: dict[str, Any] = {"train": train_metrics(result, model, trainable, total, view)}
-    metrics["data"] = {k: len(v) for k, v in splits.items()}  # rows per split (model card)
-    if before:
-        metrics["base"] = before
-    if task.generative and "validation" in enc.data:
-        metrics["validation"] = enc.evaluate(model, enc.data["validation"], "validating", not quiet)
-    if "test" in enc.data:
-        metrics["test"] = enc.evaluate(model, enc.data["test"], "testing", not quiet)
-        if not task.generative:
-            metrics |= _baselines(splits, metrics["test"], cfg.train.metric, quiet)
-    marker = RunMarker(
-        task=task.name,
-        family=loaded.family,
-        strategy=cfg.strategy,
-        strategy_options=dict(cfg.strategy_options),
-        base_model=cfg.model.name,
-        gguf_file=cfg.model.gguf_file,
-        base_source=loaded.source,
-        **task.marker_fields(loaded, cfg.data, splits),
-    )
-    finish_run(work, final, model, loaded.tokenizer, marker, cfg.to_dict(), metrics, cfg.run.merge)
-    preds = []
-    if cfg.run.predict:
-        from tunelab.recipes.predict import predict
+        finish_run(
+            work, final, model, loaded.tokenizer, marker, cfg.to_dict(), metrics, cfg.run.merge
+        )
+        log_results(tracker, metrics, result.steps, final)
+        preds = []
+        if cfg.run.predict:
+            from tunelab.recipes.predict import predict
 
-        preds = predict(final, cfg.run.predict, quiet=True)
+            preds = predict(final, cfg.run.predict, quiet=True)
     return FinetuneResult(final, metrics, preds)

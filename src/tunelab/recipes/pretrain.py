@@ -33,6 +33,7 @@ from tunelab.runs.workdir import (
     saved_config,
     write_json,
 )
+from tunelab.training.tracking import log_results, tracking
 
 TOKENIZER_DIR, DATA_DIR = "tokenizer", "data"
 
@@ -131,94 +132,97 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> PretrainResult:
     if next(iter_documents(c.source, c.text_column, 1), None) is None:  # before any write
         raise TunelabError(f"corpus {c.source} holds no text: pass a --corpus with documents")
     final, work = open_workdir(out, name, cfg.run.resume, cfg.to_dict())
-    with discard_if_fresh(work):
-        tok = _tokenizer(cfg, family, source, work, quiet)
-        check_tokenizer(tok, p.objective)
-        data = work / DATA_DIR
-        if not (data / "validation.json").is_file():
-            counts = build_token_store(
-                iter_documents(c.source, c.text_column, c.max_documents),
+    with tracking(cfg.train.track, work, Path(cfg.run.output_dir), cfg.to_dict()) as tracker:
+        with discard_if_fresh(work):
+            tok = _tokenizer(cfg, family, source, work, quiet)
+            check_tokenizer(tok, p.objective)
+            data = work / DATA_DIR
+            if not (data / "validation.json").is_file():
+                counts = build_token_store(
+                    iter_documents(c.source, c.text_column, c.max_documents),
+                    tok,
+                    data,
+                    c.validation_every,
+                    obj.SENTENCES,
+                    obj.separator(tok),
+                    progress=not quiet,
+                )
+                write_json(data / "counts.json", counts)
+            counts = yaml.safe_load((data / "counts.json").read_text())
+            stores = {s: TokenStore.open(data, s) for s in ("train", "validation")}
+            train_ds = obj.dataset(stores["train"], tok, p)
+            val_ds = obj.dataset(stores["validation"], tok, p, c.max_validation_blocks)
+            if len(train_ds) == 0:
+                raise TunelabError(
+                    f"the corpus gave no training examples ({counts['train_tokens']} tokens, "
+                    f"blocks of {p.seq_len}): give more text or a smaller --seq-len"
+                )
+        say(
+            f"corpus: {counts['train_documents']} train / {counts['validation_documents']} "
+            f"validation documents, {counts['train_tokens']:,} / {counts['validation_tokens']:,} "
+            f"tokens -> {len(train_ds)} training and {len(val_ds)} validation examples",
+            quiet,
+        )
+
+        set_seed(cfg.train.seed)
+        model = obj.build_model(p, tok, source)
+        core = getattr(model, "kept", model)  # the model the run folder holds
+        vocab = core.get_input_embeddings().num_embeddings
+        if len(tok) > vocab:
+            raise TunelabError(
+                f"the tokenizer has {len(tok)} tokens, the model embeds {vocab}: use the model's "
+                "own tokenizer (drop --tokenizer)"
+            )
+        total = sum(q.numel() for q in model.parameters())
+        say(
+            f"{p.objective} on a {'new ' + p.preset if source is None else p.from_model} "
+            f"{family}: {total:,} parameters, vocab {len(tok)}, seq_len {p.seq_len}",
+            quiet,
+        )
+
+        def validate(m):
+            return evaluate_objective(
+                m,
+                obj,
+                val_ds,
+                stores["validation"],
                 tok,
-                data,
-                c.validation_every,
-                obj.SENTENCES,
-                obj.separator(tok),
+                p,
+                cfg.train.eval_batch_size,
+                cfg.train.seed + 17,
                 progress=not quiet,
             )
-            write_json(data / "counts.json", counts)
-        counts = yaml.safe_load((data / "counts.json").read_text())
-        stores = {s: TokenStore.open(data, s) for s in ("train", "validation")}
-        train_ds = obj.dataset(stores["train"], tok, p)
-        val_ds = obj.dataset(stores["validation"], tok, p, c.max_validation_blocks)
-        if len(train_ds) == 0:
-            raise TunelabError(
-                f"the corpus gave no training examples ({counts['train_tokens']} tokens, blocks "
-                f"of {p.seq_len}): give more text or a smaller --seq-len"
-            )
-    say(
-        f"corpus: {counts['train_documents']} train / {counts['validation_documents']} "
-        f"validation documents, {counts['train_tokens']:,} / {counts['validation_tokens']:,} "
-        f"tokens -> {len(train_ds)} training and {len(val_ds)} validation examples",
-        quiet,
-    )
 
-    set_seed(cfg.train.seed)
-    model = obj.build_model(p, tok, source)
-    core = getattr(model, "kept", model)  # the model the run folder holds
-    vocab = core.get_input_embeddings().num_embeddings
-    if len(tok) > vocab:
-        raise TunelabError(
-            f"the tokenizer has {len(tok)} tokens, the model embeds {vocab}: use the model's "
-            "own tokenizer (drop --tokenizer)"
+        collate = obj.make_collate(tok, p, stores["train"])
+        result = train(
+            model,
+            train_ds,
+            collate,
+            cfg.train,
+            work,
+            evaluate=validate if len(val_ds) else None,
+            resume=cfg.run.resume,
+            show_progress=not quiet,
+            tracker=tracker,
         )
-    total = sum(q.numel() for q in model.parameters())
-    say(
-        f"{p.objective} on a {'new ' + p.preset if source is None else p.from_model} "
-        f"{family}: {total:,} parameters, vocab {len(tok)}, seq_len {p.seq_len}",
-        quiet,
-    )
-
-    def validate(m):
-        return evaluate_objective(
-            m,
-            obj,
-            val_ds,
-            stores["validation"],
-            tok,
-            p,
-            cfg.train.eval_batch_size,
-            cfg.train.seed + 17,
-            progress=not quiet,
-        )
-
-    collate = obj.make_collate(tok, p, stores["train"])
-    result = train(
-        model,
-        train_ds,
-        collate,
-        cfg.train,
-        work,
-        evaluate=validate if len(val_ds) else None,
-        resume=cfg.run.resume,
-        show_progress=not quiet,
-    )
-    model.eval()
-    metrics: dict[str, Any] = {
-        "train": {
-            "steps": result.steps,
-            "epochs": round(result.epochs, 3),
-            "seconds": round(result.train_seconds, 1),
-            "examples_per_second": round(result.samples_per_second, 2),
-            "tokens_per_second": round(result.samples_per_second * p.seq_len, 1),
-            "best_step": result.best_step,
-            "best_validation_loss": result.best_metric,
-            "parameters": total,
-        },
-        "corpus": counts,
-    }
-    if len(val_ds):
-        metrics["validation"] = validate(model)
-    _finish(work, final, obj, model, tok, cfg, metrics, family, source, headline_metric)
+        model.eval()
+        metrics: dict[str, Any] = {
+            "train": {
+                "steps": result.steps,
+                "epochs": round(result.epochs, 3),
+                "seconds": round(result.train_seconds, 1),
+                "examples_per_second": round(result.samples_per_second, 2),
+                "tokens_per_second": round(result.samples_per_second * p.seq_len, 1),
+                "best_step": result.best_step,
+                "best_validation_loss": result.best_metric,
+                "parameters": total,
+            },
+            "corpus": counts,
+        }
+        if len(val_ds):
+            metrics["validation"] = validate(model)
+        _finish(work, final, obj, model, tok, cfg, metrics, family, source, headline_metric)
+        log_results(tracker, metrics, result.steps, final)
     return PretrainResult(final, metrics)
 
 

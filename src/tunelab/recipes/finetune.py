@@ -25,7 +25,7 @@ from tunelab.runs.workdir import discard_if_fresh, open_workdir, saved_config
 from tunelab.strategies import get_strategy, strategy_info
 from tunelab.tasks import LM_METRICS
 from tunelab.tasks.base import Encoded, Task, get_task
-from tunelab.training.tracking import log_results, tracking
+from tunelab.training.tracking import Tracker, log_results, tracking
 
 CLASSIFIER_MIN_STEPS = 150
 """--train.min_steps when left unset for a classifier (docs/small-data.md)."""
@@ -149,7 +149,7 @@ def run_name(cfg: Config) -> str:
     return cfg.run.name or f"{model}-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
+def finetune(cfg: Config, quiet: bool = False, tracker: Tracker | None = None) -> FinetuneResult:
     """Fine-tune as `cfg` says (a classifier, or with cfg.task causal_lm / seq2seq a language
     model on prompt/response pairs), test it, save the run folder, classify cfg.run.predict.
 
@@ -223,7 +223,9 @@ def finetune(cfg: Config, quiet: bool = False) -> FinetuneResult:
         Path(cfg.run.output_dir), run_name(cfg), cfg.run.resume, cfg.to_dict()
     )
 
-    with tracking(cfg.train.track, work, Path(cfg.run.output_dir), cfg.to_dict()) as tracker:
+    with tracking(
+        cfg.train.track, work, Path(cfg.run.output_dir), cfg.to_dict(), extra=tracker
+    ) as tracker:
         with discard_if_fresh(work):
             view = None
             if strategy.train_view is not None:

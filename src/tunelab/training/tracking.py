@@ -58,15 +58,24 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @contextmanager
 def tracking(
-    track: str | None, run_dir: Path, store_dir: Path, params: dict[str, Any]
+    track: str | None,
+    run_dir: Path,
+    store_dir: Path,
+    params: dict[str, Any],
+    extra: Tracker | None = None,
 ) -> Iterator[Tracker]:
     """The trackers `track` names ("tensorboard,mlflow"), given the run's config as parameters;
-    closed as FINISHED when the block ends, FAILED when it raises."""
+    closed as FINISHED when the block ends, FAILED when it raises. `extra` (a sweep's trial
+    reporter) receives the same calls."""
     names = track_names(track)
-    if not names:
+    if not names and extra is None:
         yield NullTracker()
         return
-    tracker = open_trackers(names, run_dir, store_dir, run_dir.name.removesuffix(".partial"))
+    if extra is not None and names:
+        raise NotImplementedError("several trackers")  # filled in by the tracking work
+    tracker = extra or open_trackers(
+        names, run_dir, store_dir, run_dir.name.removesuffix(".partial")
+    )
     tracker.log_params(flatten(params))
     try:
         yield tracker

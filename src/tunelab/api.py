@@ -47,6 +47,7 @@ from tunelab.recipes.models import convert_model, list_models
 from tunelab.recipes.predict import predict
 from tunelab.recipes.pretrain import PretrainResult, pretrain
 from tunelab.recipes.score import Scored, score
+from tunelab.recipes.sweep import SweepResult, sweep
 from tunelab.serve.server import serve
 
 
@@ -76,6 +77,7 @@ __all__ = [
     "PretrainConfig",
     "PretrainResult",
     "Scored",
+    "SweepResult",
     "build_compress_config",
     "build_config",
     "build_pretrain_config",
@@ -97,4 +99,5 @@ __all__ = [
     "score",
     "serve",
     "stream",
+    "sweep",
 ]

@@ -19,6 +19,7 @@ VERBS: dict[str, str] = {
     "compare": "tunelab.cli.compare",
     "compress": "tunelab.cli.compress",
     "pretrain": "tunelab.cli.pretrain",
+    "sweep": "tunelab.cli.sweep",
     "score": "tunelab.cli.score",
     "compare-decoding": "tunelab.cli.compare_decoding",
     "generate": "tunelab.cli.generate",

@@ -64,6 +64,7 @@ def test_every_verb_has_an_api_function():
         "list_models",
         "convert_model",
         "inspect_data",
+        "sweep",
     ):
         fn = getattr(api, name)
         assert callable(fn) and fn.__doc__, name

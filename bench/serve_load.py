@@ -26,9 +26,19 @@ What is measured
     The server and the in-process runs never overlap, so they do not share the CPUs. --threads
     sets the torch threads of everything (default: torch's).
 
+Replicas (--replicas 1 2)
+    Instead of the above: `tunelab serve smollm2-135m` with one plain process (1) and with
+    `--replicas N` on Ray Serve (N > 1, torch threads = cores / N in each), the same client
+    load at 16 and 32 clients (--concurrency): aggregate tokens/s and p95 latency per replica
+    count, and their ratios to 1 replica. On a 2-core machine two replicas share the same two
+    cores (one thread each instead of two for one), so expect little or no gain, maybe a loss
+    to Ray's proxy hop: the point there is that it works; a many-core server or a GPU box,
+    where one process cannot use the whole machine, is where replicas add throughput.
+
 Run
     .venv/bin/python bench/serve_load.py                 # full: writes docs/bench-serve-load.json
     .venv/bin/python bench/serve_load.py --quick         # a check: small counts, short outputs
+    .venv/bin/python bench/serve_load.py --replicas 1 2  # docs/bench-serve-replicas.json
 """
 
 from __future__ import annotations
@@ -68,9 +78,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-hf-serve", action="store_true", help="skip `transformers serve`")
     p.add_argument("--no-hf-cb", action="store_true", help="skip transformers' generate_batch")
     p.add_argument("--quick", action="store_true", help="a check: 1 request per client, 16 tokens")
-    p.add_argument("--json", type=Path, default=DOCS / "bench-serve-load.json")
+    p.add_argument(
+        "--replicas", type=int, nargs="+", help="compare these replica counts instead (1 2)"
+    )
+    p.add_argument("--model", default="smollm2-135m", help="--replicas: the model served")
+    p.add_argument("--json", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=DOCS / "serving" / "load.png")
     a = p.parse_args(argv)
+    if a.replicas and a.concurrency == [1, 4, 16, 32]:
+        a.concurrency = [16, 32]
+    if a.json is None:
+        a.json = DOCS / ("bench-serve-replicas.json" if a.replicas else "bench-serve-load.json")
     if a.quick:
         a.requests, a.max_tokens, a.baseline_requests = 1, 16, 2
         a.hf_concurrency = [1, 4]
@@ -332,8 +350,57 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def compare_replicas(args) -> None:
+    """`--replicas 1 2`: the same load against 1 plain process and N Ray Serve replicas."""
+    from tunelab.decoding import chat_prompt
+    from tunelab.models.load import load_lm
+
+    tok = load_lm(args.model).tokenizer
+    prompts = [chat_prompt(tok, q) for q in QUESTIONS]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cores = os.cpu_count() or 1
+    results: dict = {"model": args.model, "dtype": args.dtype, "max_tokens": args.max_tokens}
+    results |= {"cpus": cores, "load_average": os.getloadavg(), "quick": args.quick, "rows": []}
+    for n in args.replicas:
+        port = free_port()
+        cmd = [sys.executable, "-m", "tunelab.cli", "serve", args.model, "--port", str(port)]
+        cmd += ["--max-queue", "1024", "--request-timeout", "3600", "--dtype", args.dtype]
+        cmd += ["--max-running", str(args.max_running), "--replicas", str(n)]
+        cmd += ["--log-level", "warning"]
+        started = time.perf_counter()
+        server = Server(cmd, port, "/ready", env, ROOT / "reports" / "serve-load" / f"r{n}.log")
+        print(f"{n} replica(s) ready in {time.perf_counter() - started:.1f} s", flush=True)
+        try:
+            for row in drive(server, f"{n} replica(s)", prompts, args.concurrency, args):
+                results["rows"].append(row | {"replicas": n})
+        finally:
+            server.stop()
+    one = {r["concurrency"]: r for r in results["rows"] if r["replicas"] == args.replicas[0]}
+    print(f"\n{'replicas':>8} {'clients':>7} {'tok/s':>8} {'x':>6} {'p95 s':>7} {'x':>6}")
+    for r in results["rows"]:
+        base = one[r["concurrency"]]
+        r["tokens_per_s_ratio"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2)
+        r["latency_p95_ratio"] = round(r["latency_p95"] / base["latency_p95"], 2)
+        print(
+            f"{r['replicas']:>8} {r['concurrency']:>7} {r['tokens_per_s']:>8.1f} "
+            f"{r['tokens_per_s_ratio']:>5.2f}x {r['latency_p95']:>7.2f} "
+            f"{r['latency_p95_ratio']:>5.2f}x"
+        )
+    print(
+        f"\nnote: {cores} cores here; N replicas split them (torch threads = cores / N), so "
+        "on a small CPU box replicas cannot add throughput and Ray's proxy adds a hop; they "
+        "pay off where one process leaves cores or GPUs idle."
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {args.json}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.replicas:
+        compare_replicas(args)
+        return
     import torch
     import transformers
 

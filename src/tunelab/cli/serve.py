@@ -3,6 +3,7 @@
 tunelab serve runs/quickstart                        # classify + embeddings on 127.0.0.1:8000
 tunelab serve smollm2-135m --keys-file keys.txt      # completions, chat, score
 tunelab serve runs/chat --host 0.0.0.0 --port 9000 --rate-limit 60 --mask-pii-in-logs
+tunelab serve runs/chat --replicas auto --max-replicas 4   # Ray Serve (tunelab[scale])
 
 Every option is a ServeSettings field (its docstring is the --help text). SIGINT / SIGTERM
 stop accepting connections and let in-flight requests finish (up to --graceful-timeout).
@@ -80,15 +81,39 @@ def _settings(a: argparse.Namespace):
     return s
 
 
+def _replicas(s):
+    """The replica plan (None: one plain process); Ray Serve must be installed for more."""
+    from tunelab.serve.replicas import plan, require_ray
+
+    p = plan(s)
+    if p is not None:
+        require_ray()
+    return p
+
+
 def _check_keys(keys_file: str | None) -> None:
     """A --keys-file must exist and hold a key: an empty one would turn authentication off."""
     from tunelab.serve.auth import read_keys
 
-    if keys_file is not None and not read_keys(keys_file, environ={}):
+    if keys_file is None or read_keys(keys_file, environ={}):
+        return
+    from pathlib import Path
+
+    from tunelab.serve.keys import is_hashed, parse_file
+
+    path = Path(keys_file).expanduser()
+    text = path.read_text()
+    if is_hashed(text) and parse_file(text, path).keys:
         raise TunelabError(
-            f"--keys-file {keys_file} holds no keys: add one KEY or NAME KEY per line, or drop "
-            "--keys-file to serve without authentication"
+            f"--keys-file {keys_file}: every key in it is revoked: add one with `tunelab keys "
+            f"create --keys-file {keys_file}`, or drop --keys-file to serve without "
+            "authentication"
         )
+    raise TunelabError(
+        f"--keys-file {keys_file} holds no keys: add one KEY or NAME KEY per line (or make a "
+        "hashed file with `tunelab keys create`), or drop --keys-file to serve without "
+        "authentication"
+    )
 
 
 def _port_free(host: str, port: int) -> None:
@@ -113,5 +138,11 @@ def run(a: argparse.Namespace) -> None:
     from tunelab import api
 
     settings = _settings(a)
+    replicas = _replicas(settings)
     _port_free(settings.host, settings.port)
-    api.serve(a.model, settings, a.log_level)
+    if replicas is None:
+        api.serve(a.model, settings, a.log_level)
+        return
+    from tunelab.serve.replicas import serve_replicas
+
+    serve_replicas(a.model, settings, replicas, a.log_level)

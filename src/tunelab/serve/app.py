@@ -57,7 +57,11 @@ def create_app(
     """
     from tunelab.serve import routes_encode, routes_generate
 
-    st = ServeState(settings, holder, keys or KeyChecker(read_keys(settings.keys_file)))
+    st = ServeState(
+        settings,
+        holder,
+        keys or KeyChecker(read_keys(settings.keys_file), keys_file=settings.keys_file),
+    )
     st.generator_factory = counting(generator_factory, settings)  # tokens for quotas, audit
     started = int(time.time())
     paths: set[str] = set()  # known routes: metric labels for requests refused before routing

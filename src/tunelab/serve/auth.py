@@ -11,7 +11,9 @@ match), so the time taken does not tell how much of a key was right or which key
 A missing, malformed or unknown (or revoked) key all answer 401, as OpenAI does (the
 `openai` client raises AuthenticationError); a valid key outside its scopes answers 403
 (permission_error), and one whose tokens of the day are spent 429 (insufficient_quota). A
-key's NAME (its id), never the key, is what logs, audit lines and rate limits see.
+key's NAME (its id), never the key, is what logs, audit lines and rate limits see. A
+KeyChecker given its keys file reads it again when it changes (`tunelab keys revoke` works
+without a restart).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -33,6 +36,18 @@ log = logging.getLogger("tunelab.serve")
 
 ENV_KEYS = "TUNELAB_API_KEYS"
 MIN_KEY_LENGTH = 8
+RELOAD_S = 1.0  # how often a request may look at the keys file's modification time
+
+
+def _stamp(keys_file: str | None) -> tuple[int, int] | None:
+    """(modification time in ns, size) of the keys file; None when missing or not given."""
+    if keys_file is None:
+        return None
+    try:
+        st = Path(keys_file).expanduser().stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _digest(key: str) -> bytes:
@@ -89,20 +104,55 @@ class KeyChecker:
     (StoredKey, with scopes and a quota; see serve/keys.py). `ledger` counts the tokens each
     key used today."""
 
-    def __init__(self, keys: Mapping[str, str | StoredKey], ledger: QuotaLedger | None = None):
-        self._digests: list[tuple[str, str, bytes]] = []  # (name, salt hex or "", digest)
-        self._records: dict[str, StoredKey] = {}
+    def __init__(
+        self,
+        keys: Mapping[str, str | StoredKey],
+        ledger: QuotaLedger | None = None,
+        keys_file: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """`keys_file`: the file `keys` were read from, watched: when its modification time
+        or size changes (looked at once a second at most, by the requests themselves), it is
+        read again, so `tunelab keys create` / `revoke` take effect without a restart. While
+        a keys file is given authentication stays on, even once every key is revoked."""
+        self._load(keys)
+        self.ledger = ledger or QuotaLedger()
+        self.keys_file = keys_file
+        self._clock = clock
+        self._looked = clock()
+        self._stamp = _stamp(keys_file)
+
+    def _load(self, keys: Mapping[str, str | StoredKey]) -> None:
+        digests: list[tuple[str, str, bytes]] = []  # (name, salt hex or "", digest)
+        records: dict[str, StoredKey] = {}
         for name, key in keys.items():
             if isinstance(key, StoredKey):
-                self._digests.append((name, key.salt, bytes.fromhex(key.sha256)))
-                self._records[name] = key
+                digests.append((name, key.salt, bytes.fromhex(key.sha256)))
+                records[name] = key
             else:
-                self._digests.append((name, "", _digest(key)))
-        self.ledger = ledger or QuotaLedger()
+                digests.append((name, "", _digest(key)))
+        self._digests, self._records = digests, records  # swapped whole: readers see one set
+
+    def refresh(self) -> None:
+        """Read the keys file again if it changed since it was last read (a bad file keeps
+        the keys in use and logs why)."""
+        if self.keys_file is None or self._clock() - self._looked < RELOAD_S:
+            return
+        self._looked = self._clock()
+        stamp = _stamp(self.keys_file)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._load(read_keys(self.keys_file))
+        except TunelabError as exc:
+            log.warning("keys file changed but cannot be read, keeping the keys in use: %s", exc)
+            return
+        log.info("keys file %s changed: %d keys in use", self.keys_file, len(self._digests))
 
     @property
     def enabled(self) -> bool:
-        return bool(self._digests)
+        return bool(self._digests) or self.keys_file is not None
 
     def identify(self, key: str) -> str | None:
         """The name of `key`, or None; compares against every key whatever matches."""
@@ -129,6 +179,19 @@ class KeyChecker:
         rec = self._records.get(name)
         if rec is None:
             return
+        self._scopes(name, rec, path, model)
+        self.ledger.check(name, rec.tokens_per_day)
+
+    async def aauthorize(self, name: str, path: str, model: str | None) -> None:
+        """`authorize`, asking the quota ledger's shared store when it has one."""
+        rec = self._records.get(name)
+        if rec is None:
+            return
+        self._scopes(name, rec, path, model)
+        await self.ledger.acheck(name, rec.tokens_per_day)
+
+    @staticmethod
+    def _scopes(name: str, rec: StoredKey, path: str, model: str | None) -> None:
         if not rec.allows_endpoint(path):
             raise APIError(
                 403,
@@ -141,7 +204,6 @@ class KeyChecker:
                 f"key {name} may not use model {model}: it may use {', '.join(rec.models)}",
                 code="model_not_allowed",
             )
-        self.ledger.check(name, rec.tokens_per_day)
 
     def check(self, authorization: str | None) -> str | None:
         """The key name for an Authorization header (None when auth is off).
@@ -149,6 +211,7 @@ class KeyChecker:
         Raises:
             APIError: 401 for a missing, malformed or unknown key.
         """
+        self.refresh()
         if not self.enabled:
             return None
         headers = {"WWW-Authenticate": "Bearer"}
@@ -211,8 +274,8 @@ class AuthMiddleware:
             state["key_id"] = name
             if name is not None:
                 model = self.model_name() if self.model_name is not None else None
-                self.keys.authorize(name, scope["path"], model)
-            self.limiter.check(name or f"client {client}")
+                await self.keys.aauthorize(name, scope["path"], model)
+            await self.limiter.acheck(name or f"client {client}")
         except APIError as exc:
             await exc.response()(scope, receive, send)
             return

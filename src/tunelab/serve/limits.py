@@ -2,7 +2,9 @@
 
 `RateLimiter` keeps one bucket per key name (or client address when auth is off): `rate`
 requests per minute refill it continuously, `burst` is its size; an empty bucket answers 429
-with Retry-After = the seconds until the next request is allowed.
+with Retry-After = the seconds until the next request is allowed. With replicas
+(serve/replicas.py) the buckets live in one shared store: `share(retry_after)` hands every
+check to it, so a key's rate holds across replicas, not per replica.
 
 `BodyLimitMiddleware` (ASGI) refuses a body over the cap with 413: at once when Content-Length
 says so, and while reading when a chunked or lying client sends more. It reads the (small,
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 from tunelab.serve.errors import APIError
 
@@ -28,10 +31,16 @@ class RateLimiter:
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, last time)
         self._lock = threading.Lock()
+        self._shared: Callable[[str], Awaitable[float]] | None = None
 
     @property
     def enabled(self) -> bool:
         return self.rate > 0
+
+    def share(self, retry_after: Callable[[str], Awaitable[float]]) -> None:
+        """Take tokens from a shared store's buckets instead of this process's:
+        `retry_after(name)` is awaited by `acheck` (the replicas' store; see replicas.py)."""
+        self._shared = retry_after
 
     def retry_after(self, name: str) -> float:
         """0 when `name` may send a request now (and takes a token), else seconds to wait."""
@@ -49,7 +58,18 @@ class RateLimiter:
 
     def check(self, name: str) -> None:
         """Raises APIError 429 with Retry-After when `name` is over its rate."""
-        wait = self.retry_after(name)
+        self._refuse(name, self.retry_after(name))
+
+    async def acheck(self, name: str) -> None:
+        """`check`, asking the shared store when there is one (what the auth middleware
+        awaits)."""
+        if not self.enabled:
+            return
+        wait = await self._shared(name) if self._shared is not None else self.retry_after(name)
+        self._refuse(name, wait)
+
+    @staticmethod
+    def _refuse(name: str, wait: float) -> None:
         if wait > 0:
             secs = max(1, math.ceil(wait))
             raise APIError(

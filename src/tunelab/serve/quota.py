@@ -1,8 +1,9 @@
 """Token quotas per key and per UTC day, and the token count of each request they charge.
 
 `QuotaLedger` keeps each key's tokens (prompt + completion) of the current UTC day in this
-process: a restart, or another replica, starts from zero (docs/deploy.md says so). The auth
-middleware calls `check` before a request (429 `insufficient_quota` once the day's tokens
+process: a restart starts from zero (docs/deploy.md says so). With replicas
+(serve/replicas.py) `share(used, charge)` keeps the counts in one store for all of them. The
+auth middleware calls `acheck` before a request (429 `insufficient_quota` once the day's tokens
 are spent, Retry-After: the seconds to midnight UTC); the audit middleware `charge`s the
 request's tokens when it ends. A request that starts under its quota is finished even if it
 goes over: the next one is refused.
@@ -23,7 +24,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -39,6 +40,13 @@ class QuotaLedger:
         self.clock = clock
         self._used: dict[str, tuple[int, int]] = {}  # key id -> (UTC day number, tokens)
         self._lock = threading.Lock()
+        self._shared: tuple[Callable[[str], Awaitable[int]], Callable[[str, int], None]] | None
+        self._shared = None
+
+    def share(self, used: Callable[[str], Awaitable[int]], charge: Callable[[str, int], None]):
+        """Keep the counts in a shared store: `acheck` awaits `used(key)` (today's tokens
+        there), `charge` sends `charge(key, tokens)` there (replicas.py's store)."""
+        self._shared = (used, charge)
 
     def used(self, key: str) -> int:
         day = int(self.clock() // DAY)
@@ -49,6 +57,9 @@ class QuotaLedger:
     def charge(self, key: str, tokens: int) -> None:
         if tokens <= 0:
             return
+        if self._shared is not None:
+            self._shared[1](key, tokens)
+            return
         day = int(self.clock() // DAY)
         with self._lock:
             seen, used = self._used.get(key, (day, 0))
@@ -57,7 +68,18 @@ class QuotaLedger:
     def check(self, key: str, tokens_per_day: int) -> None:
         """Raises APIError 429 (insufficient_quota) when `key` has spent `tokens_per_day`
         today (0: no quota)."""
-        if not tokens_per_day or self.used(key) < tokens_per_day:
+        if tokens_per_day:
+            self._refuse(key, tokens_per_day, self.used(key))
+
+    async def acheck(self, key: str, tokens_per_day: int) -> None:
+        """`check`, asking the shared store when there is one."""
+        if not tokens_per_day:
+            return
+        used = await self._shared[0](key) if self._shared is not None else self.used(key)
+        self._refuse(key, tokens_per_day, used)
+
+    def _refuse(self, key: str, tokens_per_day: int, used: int) -> None:
+        if used < tokens_per_day:
             return
         wait = max(1, math.ceil(DAY - self.clock() % DAY))
         raise APIError(

@@ -31,6 +31,17 @@ def _raise_stopped(signum, frame) -> None:
     raise _Stopped
 
 
+def setup_logging(log_level: str = "info") -> logging.Logger:
+    """tunelab's log lines on stderr at `log_level` (once per process); returns its logger."""
+    log = logging.getLogger("tunelab")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(log_level.upper())
+    return log
+
+
 def make_server(app, settings, log_level: str = "info"):
     """The uvicorn server for `app`, with tunelab's log lines on stderr, uvicorn's access log,
     and personal data masked in every log line when `settings.mask_pii_in_logs` (installed
@@ -39,12 +50,7 @@ def make_server(app, settings, log_level: str = "info"):
 
     from tunelab.serve.masking import install_log_masking
 
-    log = logging.getLogger("tunelab")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-        log.addHandler(handler)
-    log.setLevel(log_level.upper())
+    setup_logging(log_level)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -76,7 +82,7 @@ def serve(model: str, settings, log_level: str = "info") -> None:
 
     resolve(settings.dtype, settings.device)  # a missing GPU is said before the server starts
     check_source(model)
-    keys = KeyChecker(read_keys(settings.keys_file))
+    keys = KeyChecker(read_keys(settings.keys_file), keys_file=settings.keys_file)
     log = logging.getLogger("tunelab")
     loader = partial(load_served, dtype=settings.dtype, device=settings.device)
     holder = ModelHolder(model, settings.served_model_name, loader=loader)

@@ -49,3 +49,18 @@ class ServeSettings:
     """Where it runs: auto (a CUDA GPU if there is one, else cpu), cpu, cuda, cuda:N or mps."""
     graceful_timeout: float = 30.0
     """On SIGINT/SIGTERM: seconds in-flight requests get to finish before the server stops."""
+    replicas: str = "1"
+    """Replicas of the server, each with its own model and batching: N, or auto (between
+    --min-replicas and --max-replicas on ongoing requests). Above 1 it runs on Ray Serve
+    (pip install 'tunelab[scale]'); rate limits and quotas hold across replicas."""
+    min_replicas: int = 1
+    """--replicas auto: fewest replicas kept running."""
+    max_replicas: int = 2
+    """--replicas auto: most replicas started under load."""
+    target_ongoing: float = 0.0
+    """--replicas auto: requests in flight per replica (running + queued) that the autoscaler
+    aims at; 0: --max-running, one full continuous batch."""
+    upscale_delay: float = 10.0
+    """--replicas auto: seconds of load above the target before a replica is added."""
+    downscale_delay: float = 60.0
+    """--replicas auto: seconds of load below the target before a replica is removed."""

@@ -56,6 +56,12 @@ class Source:
 
         from tunelab.runs.open import open_classifier, open_lm
 
+        strategy = self.marker.strategy or "full"
+        if not strategy_info(strategy).can_merge and self.marker.weights != "merged":
+            raise TunelabError(
+                f"{self.run} holds {self.marker.strategy} modules that do not fold into the base "
+                "weights: compress a full or merged run (finetune with --merge, or strategy full)"
+            )
         if self.marker.task == "classification":
             model, tok, _ = open_classifier(self.run)
         else:
@@ -63,12 +69,6 @@ class Source:
             model, tok = loaded.model, loaded.tokenizer
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
-        strategy = self.marker.strategy or "full"
-        if not strategy_info(strategy).can_merge and self.marker.weights != "merged":
-            raise TunelabError(
-                f"{self.run} holds {self.marker.strategy} modules that do not fold into the base "
-                "weights: compress a full or merged run (finetune with --merge, or strategy full)"
-            )
         model = model.float() if dtype is None else model.to(dtype)
         torch.manual_seed(0)
         return model.eval(), tok

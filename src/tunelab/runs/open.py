@@ -96,11 +96,15 @@ def _no_weights(run: Path) -> TunelabError:
     return TunelabError(f"{run} has no weights (config.json or adapter_config.json): rerun it")
 
 
-def _adapter(run: Path, base: nn.Module) -> nn.Module:
+def _adapter(run: Path, base: nn.Module, marker: RunMarker) -> nn.Module:
     from peft import PeftModel
 
     from tunelab.strategies.peft_common import prepare_loaded
 
+    if marker.strategy == "qlora":  # the adapter trained over NF4 weights: rebuild them
+        from tunelab.strategies.qlora import quantize_base
+
+        quantize_base(base)
     return prepare_loaded(PeftModel.from_pretrained(base, run))
 
 
@@ -193,7 +197,7 @@ def _open_classifier(run: Path, marker: RunMarker, safetensors_only: bool):
     if (run / TRAINED_FILE).is_file():
         model = apply_trained(run, marker, base.model, base.family)
     else:
-        model = _adapter(run, base.model)
+        model = _adapter(run, base.model, marker)
     return model.eval(), load_tokenizer(str(run)), marker
 
 
@@ -213,7 +217,7 @@ def open_generative_run(
     if (run / TRAINED_FILE).is_file():
         model = apply_trained(run, marker, base.model, base.family)
     elif (run / "adapter_config.json").is_file():
-        model = _adapter(run, base.model)
+        model = _adapter(run, base.model, marker)
     else:
         raise _no_weights(run)
     return Loaded(model.eval(), tok, base.family, str(run))

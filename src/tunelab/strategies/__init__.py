@@ -66,6 +66,12 @@ _INFO = [
         "low-rank update matrices beside the attention weights (peft); the base stays frozen.",
     ),
     StrategyInfo(
+        "qlora",
+        o.LoraOptions,
+        "LoRA (peft) over a frozen base whose linear weights are stored in 4-bit NF4 (torchao).",
+        can_merge=False,
+    ),
+    StrategyInfo(
         "adalora",
         o.AdaLoraOptions,
         "LoRA whose rank budget moves during training to the weights that matter most (peft).",

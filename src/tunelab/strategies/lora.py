@@ -11,7 +11,13 @@ from tunelab.strategies.peft_common import task_type, trained_modules
 
 
 def apply(model: nn.Module, options: LoraOptions, family: str, total_steps: int) -> nn.Module:
-    """Wrap `model` in a peft LoRA model for sequence classification.
+    """Wrap `model` in a peft LoRA model (see `lora_model`)."""
+    return lora_model(model, options)
+
+
+def lora_model(model: nn.Module, options: LoraOptions, strategy: str = "lora") -> nn.Module:
+    """Wrap `model` in a peft LoRA model for sequence classification; errors name the flags
+    of `strategy` (qlora shares these options).
 
     The classification head is trained in full (peft `modules_to_save`) because it is new,
     and so is a BERT-style pooler in front of it: it is part of the head that
@@ -39,8 +45,8 @@ def apply(model: nn.Module, options: LoraOptions, family: str, total_steps: int)
         return peft.get_peft_model(model, cfg)
     except ValueError as exc:
         raise TunelabError(
-            f"lora cannot adapt this model ({exc}); set --lora.target_modules to module names "
-            "it has, e.g. all-linear"
+            f"{strategy} cannot adapt this model ({exc}); set --{strategy}.target_modules to "
+            "module names it has, e.g. all-linear"
         ) from None
 
 

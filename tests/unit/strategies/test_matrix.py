@@ -29,6 +29,11 @@ LABELS = ["money", "sport", "tech"]
 MAX_LENGTH = 32
 
 
+def _dense(p):
+    """A parameter's values as a plain tensor (QLoRA's frozen NF4 weights dequantized)."""
+    return p.get_original_weight() if type(p).__name__ == "NF4Tensor" else p.detach().clone()
+
+
 def _is_head_copy(name: str) -> bool:
     """The trained copy of the classification head (and a BERT pooler before it) that peft
     keeps in `modules_to_save`."""
@@ -55,6 +60,7 @@ TRAINED_BY_GRADUAL_AT_START = (
 EXPECTED_TRAINABLE: dict[str, Callable[[str], bool]] = {
     "full": lambda name: True,
     "lora": lambda name: "lora_" in name or _is_head_copy(name),
+    "qlora": lambda name: "lora_" in name or _is_head_copy(name),
     "freeze": lambda name: not name.startswith(FROZEN_BY_FREEZE),
     "gradual": lambda name: name.startswith(TRAINED_BY_GRADUAL_AT_START),
     "features": lambda name: name.split(".")[0] in HEAD_NAMES or ".pooler." in name,
@@ -76,7 +82,17 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
 }
 """(strategy, family) -> regex of the one-line TunelabError `apply` must raise there."""
 
-SMALL_CHECKPOINT = {"lora", "features", "adapter", "adalora", "ia3", "prefix", "prompt", "ptuning"}
+SMALL_CHECKPOINT = {
+    "lora",
+    "qlora",
+    "features",
+    "adapter",
+    "adalora",
+    "ia3",
+    "prefix",
+    "prompt",
+    "ptuning",
+}
 """Strategies whose saved weights must be adapter-sized (under a third of the full model)."""
 
 FROZEN_BACKBONE = {"features", "adapter", "adalora", "ia3", "prefix", "prompt", "ptuning"}
@@ -158,7 +174,7 @@ def test_trainable_set_matches_strategy(strategy, family, tiny_models):
 @pytest.mark.parametrize("strategy,family", CASES)
 def test_frozen_parameters_untouched_and_grads_only_where_trainable(strategy, family, tiny_models):
     model, _, batch = _build(strategy, family, tiny_models)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before = {n: _dense(p) for n, p in model.named_parameters()}
 
     model.train()
     model(**batch).loss.backward()
@@ -178,7 +194,7 @@ def test_frozen_parameters_untouched_and_grads_only_where_trainable(strategy, fa
             if not torch.equal(p.detach(), before[n]):
                 changed.append(n)
         else:
-            assert torch.equal(p.detach(), before[n]), f"frozen parameter {n} changed"
+            assert torch.equal(_dense(p), before[n]), f"frozen parameter {n} changed"
     assert changed, "no trainable parameter changed after 3 optimizer steps"
 
 

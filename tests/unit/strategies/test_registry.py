@@ -23,7 +23,7 @@ def test_registry_entry_matches_its_module(name):
 
 def test_unknown_strategy_is_a_one_line_error():
     with pytest.raises(TunelabError, match="choose one of full, freeze"):
-        strategy_info("qlora")
+        strategy_info("dora")
 
 
 def test_summaries_are_the_modules_first_doc_lines():

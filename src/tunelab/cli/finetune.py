@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 from tunelab.cli.flags import ALIASES, FLAGS, add_option_sections, add_short_forms, verb_parser
 from tunelab.config.finetune import SECTIONS, Config
 from tunelab.config.parse import field_docs
+from tunelab.errors import TunelabError
 
 HELP = (
     "fine-tune a classifier, or with --task causal_lm|seq2seq a generator (config YAML "
@@ -37,17 +41,95 @@ def add_parser(sub) -> None:
         help=field_docs(Config)["task"] + " (default: classification)",
     )
     add_short_forms(p, ALIASES, FLAGS)
+    add_nproc(p)
     add_option_sections(p, SECTIONS, "options")
+
+
+def add_nproc(p: argparse.ArgumentParser) -> None:
+    """--nproc N: run the verb on N processes of this machine under torchrun."""
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="train on N processes of this machine (torchrun --standalone; gloo on CPU, NCCL "
+        "on GPU); --train.batch_size is per process; several machines: run `python -m "
+        "torch.distributed.run ... -m tunelab.cli VERB ...` yourself",
+    )
+
+
+def torchrun_command(verb: str, a: argparse.Namespace, nproc: int) -> list[str]:
+    """The same command as `a` (without --nproc) under torchrun with `nproc` processes, with
+    this interpreter."""
+    argv = [verb] + ([a.config] if getattr(a, "config", None) else [])
+    for key, value in vars(a).items():
+        if key in ("verb", "nproc", "config"):
+            continue
+        argv += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "tunelab.cli",
+        *argv,
+    ]
+
+
+def relaunch(verb: str, a: argparse.Namespace, check=None) -> bool:
+    """Run the command under torchrun when --nproc N > 1 asks for it; True when it did.
+
+    `check()` refuses what cannot run on many processes before any process starts.
+
+    Raises:
+        TunelabError: a bad N, --nproc under torchrun, or a rank failed (its own error is
+            printed above; the run continues with --resume).
+    """
+    nproc = getattr(a, "nproc", None)
+    if nproc is None or nproc == 1:
+        return False
+    if nproc < 1:
+        raise TunelabError(f"--nproc must be at least 1, got {nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TunelabError("--nproc launches torchrun itself: drop it when running under torchrun")
+    if check is not None:
+        check()
+    code = subprocess.run(torchrun_command(verb, a, nproc)).returncode
+    if code != 0:
+        raise TunelabError(
+            f"a rank of the {nproc}-process run failed (torchrun exit code {code}, its error is "
+            "above); rerun the same command with --resume to continue"
+        )
+    return True
+
+
+def _check_many(a: argparse.Namespace) -> None:
+    """The config's one-line errors, and refusal of a strategy that cannot run on many
+    processes, in this process (a resumed run's saved config is checked by the ranks)."""
+    from tunelab.config.finetune import build_config
+    from tunelab.training.distributed import refuse
+
+    args = {k: v for k, v in vars(a).items() if k not in ("verb", "nproc", "config")}
+    if args.get("run.resume") == "true":
+        return
+    cfg = build_config(getattr(a, "config", None), args)
+    refuse(cfg.strategy, cfg.train.distributed, cfg.strategy == "features", "--nproc", a.nproc)
 
 
 def run(a: argparse.Namespace) -> None:
     from tunelab import api
     from tunelab.evaluation.metrics import format_metrics_table
 
-    args = {k: v for k, v in vars(a).items() if k != "verb"}
+    if relaunch("finetune", a, check=lambda: _check_many(a)):
+        return
+    args = {k: v for k, v in vars(a).items() if k not in ("verb", "nproc")}
     config = args.pop("config", None)
     cfg = api.build_config(config, args)
     result = api.finetune(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports
+        return
     test = result.metrics.get("test")
     if test and "labels" not in test:  # a generative run: loss and perplexity per token
         print("\ntest " + "  ".join(f"{k} {v:.4g}" for k, v in test.items()))

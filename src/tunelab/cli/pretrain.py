@@ -4,6 +4,7 @@ corpus, from a size preset or continued from a model/run folder; see tunelab.pre
 from __future__ import annotations
 
 import argparse
+import os
 
 from tunelab.cli.flags import ALIASES, verb_parser
 from tunelab.errors import TunelabError
@@ -39,6 +40,7 @@ USAGE = (
 
 
 def add_parser(sub) -> None:
+    from tunelab.cli.finetune import add_nproc
     from tunelab.cli.flags import add_section, add_short_forms
     from tunelab.config.pretrain import PretrainConfig
     from tunelab.objectives.options import OBJECTIVES
@@ -46,6 +48,7 @@ def add_parser(sub) -> None:
     p = verb_parser(sub, "pretrain", HELP, DESCRIPTION, USAGE)
     p.add_argument("config", nargs="?", help="YAML config file (see configs/pretrain-*.yaml)")
     add_short_forms(p, SHORT, SWITCHES, {"--objective": list(OBJECTIVES)})
+    add_nproc(p)
     defaults = PretrainConfig()
     for name in ("corpus", "pretrain", "train", "run"):
         add_section(p, name, getattr(defaults, name), f"{name} options")
@@ -53,12 +56,17 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from tunelab import api
+    from tunelab.cli.finetune import relaunch
 
-    values = {k: v for k, v in vars(args).items() if k not in ("verb", "config")}
+    if relaunch("pretrain", args):
+        return
+    values = {k: v for k, v in vars(args).items() if k not in ("verb", "config", "nproc")}
     if "pretrain.preset" in values and "pretrain.from_model" in values:
         raise TunelabError("--preset builds a new model and --from continues one: pass one")
     cfg = api.build_pretrain_config(args.config, values)
     result = api.pretrain(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports
+        return
     val = result.metrics.get("validation", {})
     shown = {k: v for k, v in val.items() if isinstance(v, float)}
     print("\nvalidation " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))

@@ -6,12 +6,17 @@ resume? -> read splits -> load the task's model -> encode -> apply the strategy 
 Generative tasks also measure the base model before training, so metrics.json holds the
 base model's loss and perplexity beside the tuned model's; a classifier's metrics.json holds
 its baselines beside it (`evaluation/baselines.py`: `baselines`, `warnings`).
+
+Under torchrun every rank runs this recipe: rank 0 picks the run name (it has a timestamp) and
+broadcasts it, alone creates, writes and renames the run folder, and after training alone
+tests and saves; the other ranks train and return (`training/distributed.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +26,12 @@ from tunelab.config.parse import saved_overrides
 from tunelab.errors import TunelabError
 from tunelab.logs import say
 from tunelab.runs.marker import RunMarker
-from tunelab.runs.workdir import discard_if_fresh, open_workdir, saved_config
+from tunelab.runs.workdir import discard_if_fresh, open_workdir, run_paths, saved_config
 from tunelab.strategies import get_strategy, strategy_info
 from tunelab.tasks import LM_METRICS
 from tunelab.tasks.base import Encoded, Task, get_task
-from tunelab.training.tracking import Tracker, log_results, tracking
+from tunelab.training import distributed
+from tunelab.training.tracking import Tracker, check_trackers, log_results, tracking
 
 CLASSIFIER_MIN_STEPS = 150
 """--train.min_steps when left unset for a classifier (docs/small-data.md)."""
@@ -165,14 +171,19 @@ def finetune(cfg: Config, quiet: bool = False, tracker: Tracker | None = None) -
     from tunelab.tasks.balance import balance_encoded
     from tunelab.training.loop import plan_steps, train
 
+    ctx = distributed.context(cfg.train.distributed)  # None in one process
+    main = ctx is None or ctx.main
+    quiet = quiet or not main  # one voice: rank 0's
     if cfg.run.resume:
         cfg = resume_config(cfg, quiet)
     task = get_task(cfg.task)
     cfg = checked_config(cfg, task)
+    check_trackers(cfg.train.track)  # a missing tracker package: before any folder exists
     if cfg.train.min_steps is None:  # classifiers on small data need a floor (small-data.md)
         floor = 0 if task.generative else CLASSIFIER_MIN_STEPS
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, min_steps=floor))
     strategy = get_strategy(cfg.strategy)
+    distributed.refuse(cfg.strategy, cfg.train.distributed, strategy.train_view is not None)
     options = strategy.options(cfg.strategy_options)
     splits = task.read_splits(cfg.data, cfg.train.seed, quiet)
     say(task.describe(splits), quiet)
@@ -189,7 +200,7 @@ def finetune(cfg: Config, quiet: bool = False, tracker: Tracker | None = None) -
         if said:
             say(f"--data.balance {cfg.data.balance}: {said}", quiet)
     before = {}
-    if task.generative:
+    if task.generative and main:
         if torch.cuda.is_available():  # where the loop will train it: evaluate the base there
             loaded.model.to("cuda")
         before = {
@@ -219,14 +230,18 @@ def finetune(cfg: Config, quiet: bool = False, tracker: Tracker | None = None) -
         quiet,
     )
     _check_positions(cfg, options, loaded, enc)
-    final, work = open_workdir(
-        Path(cfg.run.output_dir), run_name(cfg), cfg.run.resume, cfg.to_dict()
-    )
+    out, name = Path(cfg.run.output_dir), distributed.broadcast(run_name(cfg))
+    opened = distributed.on_main(lambda: open_workdir(out, name, cfg.run.resume, cfg.to_dict()))
+    final, work = opened or run_paths(out, name)
 
     with tracking(
-        cfg.train.track, work, Path(cfg.run.output_dir), cfg.to_dict(), extra=tracker
+        cfg.train.track if main else "none",
+        work,
+        out,
+        cfg.to_dict(),
+        extra=tracker if main else None,
     ) as tracker:
-        with discard_if_fresh(work):
+        with discard_if_fresh(work) if main else nullcontext():
             view = None
             if strategy.train_view is not None:
                 view = strategy.train_view(
@@ -261,6 +276,9 @@ def finetune(cfg: Config, quiet: bool = False, tracker: Tracker | None = None) -
                 show_progress=not quiet,
                 tracker=tracker,
             )
+        if not main:  # rank 0 tests and saves
+            return FinetuneResult(final, {}, [])
+        model = result.model if view is None else model  # under FSDP: the gathered weights
         metrics: dict[str, Any] = {"train": train_metrics(result, model, trainable, total, view)}
         metrics["data"] = {k: len(v) for k, v in splits.items()}  # rows per split (model card)
         if before:

@@ -9,11 +9,16 @@ from tunelab import api
 result = api.pretrain(api.build_pretrain_config(overrides={"pretrain.objective": "mlm"}))
 
 Shares the work folder, resume and finishing code (`runs/`) with the finetune recipe.
+
+Under torchrun every rank runs this recipe: rank 0 picks the run name and broadcasts it, alone
+writes the tokenizer, the token store and the run folder, which the other ranks then read;
+after training rank 0 alone validates and saves (`training/distributed.py`).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +35,12 @@ from tunelab.runs.workdir import (
     discard_if_fresh,
     finish_workdir,
     open_workdir,
+    run_paths,
     saved_config,
     write_json,
 )
-from tunelab.training.tracking import log_results, tracking
+from tunelab.training import distributed
+from tunelab.training.tracking import check_trackers, log_results, tracking
 
 TOKENIZER_DIR, DATA_DIR = "tokenizer", "data"
 
@@ -99,7 +106,7 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> PretrainResult:
     import torch
     from transformers import set_seed
 
-    from tunelab.models.sources import resolve_source
+    from tunelab.models.sources import load_tokenizer, resolve_source
     from tunelab.objectives import get_objective
     from tunelab.objectives.corpus import TokenStore, build_token_store, iter_documents
     from tunelab.objectives.evaluate import evaluate_objective, headline_metric
@@ -108,6 +115,9 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> PretrainResult:
     from tunelab.training.loop import train
 
     out = Path(cfg.run.output_dir)
+    ctx = distributed.context(cfg.train.distributed)  # None in one process
+    main = ctx is None or ctx.main
+    quiet = quiet or not main  # one voice: rank 0's
     if cfg.run.resume:
         cfg = _resume_config(cfg, out, quiet)
     p, c = cfg.pretrain, cfg.corpus
@@ -124,30 +134,41 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> PretrainResult:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     start = p.from_model.strip("/").split("/")[-1] if p.from_model else p.preset
-    name = cfg.run.name or (
-        f"pretrain-{p.objective.replace('+', '-')}-{start}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = distributed.broadcast(
+        cfg.run.name
+        or f"pretrain-{p.objective.replace('+', '-')}-{start}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     if (out / name).exists():
         raise TunelabError(f"run folder {out / name} already exists: pick another --name")
     if next(iter_documents(c.source, c.text_column, 1), None) is None:  # before any write
         raise TunelabError(f"corpus {c.source} holds no text: pass a --corpus with documents")
-    final, work = open_workdir(out, name, cfg.run.resume, cfg.to_dict())
-    with tracking(cfg.train.track, work, Path(cfg.run.output_dir), cfg.to_dict()) as tracker:
-        with discard_if_fresh(work):
-            tok = _tokenizer(cfg, family, source, work, quiet)
-            check_tokenizer(tok, p.objective)
-            data = work / DATA_DIR
-            if not (data / "validation.json").is_file():
-                counts = build_token_store(
-                    iter_documents(c.source, c.text_column, c.max_documents),
-                    tok,
-                    data,
-                    c.validation_every,
-                    obj.SENTENCES,
-                    obj.separator(tok),
-                    progress=not quiet,
-                )
-                write_json(data / "counts.json", counts)
+    check_trackers(cfg.train.track)  # a missing tracker package: before any folder exists
+    opened = distributed.on_main(lambda: open_workdir(out, name, cfg.run.resume, cfg.to_dict()))
+    final, work = opened or run_paths(out, name)
+    data = work / DATA_DIR
+    with tracking(cfg.train.track if main else "none", work, out, cfg.to_dict()) as tracker:
+        with discard_if_fresh(work) if main else nullcontext():
+
+            def prepare():
+                """Tokenizer and token store, written by rank 0 alone."""
+                tok = _tokenizer(cfg, family, source, work, quiet)
+                check_tokenizer(tok, p.objective)
+                if not (data / "validation.json").is_file():
+                    counts = build_token_store(
+                        iter_documents(c.source, c.text_column, c.max_documents),
+                        tok,
+                        data,
+                        c.validation_every,
+                        obj.SENTENCES,
+                        obj.separator(tok),
+                        progress=not quiet,
+                    )
+                    write_json(data / "counts.json", counts)
+                return tok
+
+            tok = distributed.on_main(prepare)
+            if tok is None:  # another rank: read what rank 0 wrote
+                tok = load_tokenizer(str(work / TOKENIZER_DIR))
             counts = yaml.safe_load((data / "counts.json").read_text())
             stores = {s: TokenStore.open(data, s) for s in ("train", "validation")}
             train_ds = obj.dataset(stores["train"], tok, p)
@@ -205,6 +226,9 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> PretrainResult:
             show_progress=not quiet,
             tracker=tracker,
         )
+        if not main:  # rank 0 validates and saves
+            return PretrainResult(final, {})
+        model = result.model  # under FSDP: the gathered weights
         model.eval()
         metrics: dict[str, Any] = {
             "train": {

@@ -1,6 +1,9 @@
 """The work folder of a run: `OUTPUT/.NAME.partial/` while it trains, renamed to `OUTPUT/NAME/`
 only when complete, so an interrupted run never looks finished and `--resume` knows where to
 continue. Also the one atomic writer (temp file, then rename) for every file tunelab writes.
+
+In a many-process run (torchrun) only rank 0 calls `open_workdir`, `discard_if_fresh` and
+`finish_workdir`; the other ranks learn the paths from `run_paths` with the name rank 0 chose.
 """
 
 from __future__ import annotations
@@ -76,6 +79,13 @@ def saved_config(output_dir: Path, name: str | None) -> tuple[str, dict[str, Any
     return name, yaml.safe_load(file.read_text()) or {}
 
 
+def run_paths(output_dir: Path, name: str) -> tuple[Path, Path]:
+    """(final run folder, its `.partial` work folder) of run `name`, creating nothing: what
+    the ranks other than 0 of a many-process run use (rank 0 alone creates and writes them)."""
+    out = Path(output_dir)
+    return out / name, partial_dir(out, name)
+
+
 def open_workdir(
     output_dir: Path, name: str, resume: bool, config: dict[str, Any]
 ) -> tuple[Path, Path]:
@@ -85,7 +95,7 @@ def open_workdir(
         TunelabError: the run folder exists, or an unfinished one of that name (not resuming).
     """
     out = Path(output_dir)
-    final, work = out / name, partial_dir(out, name)
+    final, work = run_paths(out, name)
     if final.exists():
         raise TunelabError(f"run folder {final} already exists: pick another --run.name")
     if work.exists() and not resume:

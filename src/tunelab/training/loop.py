@@ -5,6 +5,11 @@ it); the loop adds what a fine-tuning run needs around it: gradient accumulation
 a schedule, evaluation every N steps or each epoch, early stopping, keep-best, checkpoints
 that `--resume` continues from (mid-epoch, skipping the batches already seen), a progress bar
 and a JSONL metrics log.
+
+Under torchrun (`--nproc N`) the same loop runs on every rank through `training/distributed.py`
+(DDP or FSDP2 instead of accelerate): each rank trains its slice of every global batch
+(`--train.batch_size` is per process), logged losses are averaged over ranks, and only rank 0
+draws the bar, writes log.jsonl and best.safetensors and calls the trackers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,16 @@ from tqdm.auto import tqdm
 
 from tunelab.errors import TunelabError
 from tunelab.evaluation.metrics import lower_is_better, metric_value
-from tunelab.training.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from tunelab.training import distributed
+from tunelab.training.checkpoint import (
+    load_checkpoint,
+    load_checkpoint_ranks,
+    load_weights,
+    save_checkpoint,
+    save_checkpoint_ranks,
+    save_tensors,
+    save_weights,
+)
 from tunelab.training.optim import build_optimizer, build_scheduler
 from tunelab.training.options import TrainOptions
 from tunelab.training.state import LoopState
@@ -51,6 +66,10 @@ class LoopResult:
     best_metric: float | None = None
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module | None = None
+    """The trained model as a plain module (the best evaluation's weights with keep_best): the
+    one passed in, or under FSDP a copy holding the gathered weights; None on ranks other than
+    0 of a many-process run, which have nothing left to do."""
 
 
 def native_bf16() -> bool:
@@ -87,9 +106,11 @@ class JsonlLog:
             fh.write(json.dumps(record) + "\n")
 
 
-def plan_steps(n_examples: int, cfg: TrainOptions) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps) of a run over `n_examples`."""
-    batches_per_epoch = math.ceil(n_examples / cfg.batch_size)
+def plan_steps(n_examples: int, cfg: TrainOptions, world: int | None = None) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) of a run over `n_examples` on `world`
+    processes (default: torchrun's WORLD_SIZE, 1 outside it), each taking batch_size."""
+    world = distributed.world_size() if world is None else world
+    batches_per_epoch = math.ceil(n_examples / (cfg.batch_size * world))
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch), cfg.min_steps or 0)
     return steps_per_epoch, total
@@ -118,6 +139,60 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
+
+
+def _optimizer(model: nn.Module, cfg: TrainOptions, param_groups: GroupsFn | None):
+    groups = param_groups(model, cfg.lr, cfg.weight_decay) if param_groups else None
+    return build_optimizer(
+        model, cfg.lr, cfg.weight_decay, groups=groups, name=cfg.optimizer, momentum=cfg.momentum
+    )
+
+
+def _accelerate_engine(
+    model: nn.Module, cfg: TrainOptions, mixed: str, param_groups: GroupsFn | None
+) -> distributed.Engine:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps its mixed-precision choice in a process-wide singleton; a second run in
+    # the same process (the Python API, `compare`) may pick another precision, so start afresh
+    # (the process group, PartialState, is kept)
+    AcceleratorState._reset_state()
+    on_gpu = torch.cuda.is_available()
+    # accelerate runs fp16 (autocast + GradScaler) on GPUs only; on a CPU the loop does the
+    # same with torch.autocast("cpu", float16) and torch.amp.GradScaler("cpu")
+    cpu_fp16 = mixed == "fp16" and not on_gpu
+    accel = Accelerator(mixed_precision="no" if cpu_fp16 else mixed, cpu=not on_gpu)
+    scaler = torch.amp.GradScaler("cpu") if cpu_fp16 else None
+    optimizer = _optimizer(model, cfg, param_groups)
+    model, optimizer = accel.prepare(model, optimizer)
+
+    def backward(loss: torch.Tensor) -> None:
+        scaler.scale(loss).backward() if scaler is not None else accel.backward(loss)
+
+    def clip(max_norm: float):
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        return accel.clip_grad_norm_(model.parameters(), max_norm)
+
+    def step() -> None:
+        if scaler is None:
+            optimizer.step()
+            return
+        scaler.step(optimizer)
+        scaler.update()
+
+    return distributed.Engine(
+        model,
+        accel.unwrap_model(model),
+        optimizer,
+        accel.device,
+        (lambda: torch.autocast("cpu", dtype=torch.float16)) if cpu_fp16 else nullcontext,
+        backward,
+        clip,
+        step,
+        lambda skip: nullcontext(),
+    )
 
 
 def train(
@@ -157,55 +232,53 @@ def train(
         tracker: Experiment trackers that receive every log record (`train/loss`,
             `train/lr`, `train/grad_norm`, `eval/<metric>`) at its optimizer step.
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
-    set_seed(cfg.seed)
+    ctx = distributed.context(cfg.distributed)
+    rank, world = (ctx.rank, ctx.world) if ctx else (0, 1)
+    main = rank == 0
+    set_seed(cfg.seed + rank)  # dropout differs between ranks; one process: as before
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     n = len(train_data)
     if n == 0:
         raise TunelabError("the training split is empty: give more data or a smaller test_size")
-    batches_per_epoch = math.ceil(n / cfg.batch_size)
-    steps_per_epoch, total = plan_steps(n, cfg)
+    per_step = cfg.batch_size * world  # examples of one global batch
+    batches_per_epoch = math.ceil(n / per_step)
+    steps_per_epoch, total = plan_steps(n, cfg, world)
     warmup = int(cfg.warmup_ratio * total)
 
-    # accelerate keeps its mixed-precision choice in a process-wide singleton; a second run in
-    # the same process (the Python API, `compare`) may pick another precision, so start afresh
-    # (the process group, PartialState, is kept)
-    AcceleratorState._reset_state()
-    mixed = resolve_precision(cfg.precision)
-    on_gpu = torch.cuda.is_available()
-    # accelerate runs fp16 (autocast + GradScaler) on GPUs only; on a CPU the loop does the
-    # same with torch.autocast("cpu", float16) and torch.amp.GradScaler("cpu")
-    cpu_fp16 = mixed == "fp16" and not on_gpu
-    accel = Accelerator(mixed_precision="no" if cpu_fp16 else mixed, cpu=not on_gpu)
-    scaler = torch.amp.GradScaler("cpu") if cpu_fp16 else None
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    groups = param_groups(model, cfg.lr, cfg.weight_decay) if param_groups else None
-    optimizer = build_optimizer(
-        model, cfg.lr, cfg.weight_decay, groups=groups, name=cfg.optimizer, momentum=cfg.momentum
-    )
+    mixed = resolve_precision(cfg.precision)
+    if ctx is None:
+        eng = _accelerate_engine(model, cfg, mixed, param_groups)
+    else:
+        eng = distributed.engine(model, mixed, ctx, lambda m: _optimizer(m, cfg, param_groups))
+    model, optimizer, inner = eng.model, eng.optimizer, eng.inner
     # what checkpoints hold: every parameter the optimizer may update, also ones that a
     # strategy's hook has not unfrozen yet (so keep-best and resume restore a consistent model)
     in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    tracked = {n for n, p in model.named_parameters() if id(p) in in_opt}
+    tracked = {n for n, p in inner.named_parameters() if id(p) in in_opt}
     scheduler = build_scheduler(optimizer, cfg.schedule, total, warmup, cfg.step_size, cfg.gamma)
-    model, optimizer = accel.prepare(model, optimizer)
 
-    workdir.mkdir(parents=True, exist_ok=True)
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
     log = JsonlLog(workdir / "log.jsonl")
     ckpt, best_path = workdir / "checkpoint", workdir / "best.safetensors"
     st = LoopState()
     if resume and (ckpt / "state.json").is_file():
-        st = LoopState.from_dict(
-            load_checkpoint(ckpt, accel.unwrap_model(model), optimizer, scheduler)
-        )
-        log.write({"event": "resumed", "step": st.step})
+        if ctx is None:
+            saved = load_checkpoint(ckpt, inner, optimizer, scheduler)
+        else:
+            saved = load_checkpoint_ranks(ckpt, eng.wrapped, ctx, optimizer, scheduler, tracked)
+        st = LoopState.from_dict(saved)
+        if main:
+            log.write({"event": "resumed", "step": st.step})
 
     higher = not lower_is_better(cfg.metric)
+    show_progress = show_progress and main
     bar = tqdm(
         total=total,
         initial=st.step,
@@ -222,23 +295,38 @@ def train(
 
     def checkpoint() -> None:
         st.seconds = time.perf_counter() - t0
-        save_checkpoint(
-            ckpt, accel.unwrap_model(model), optimizer, scheduler, st.to_dict(), tracked
-        )
+        if ctx is None:
+            save_checkpoint(ckpt, inner, optimizer, scheduler, st.to_dict(), tracked)
+        else:
+            save_checkpoint_ranks(
+                ckpt, eng.wrapped, ctx, optimizer, scheduler, st.to_dict(), tracked
+            )
+
+    def save_best() -> None:
+        if ctx is None:
+            save_weights(inner, best_path, tracked)
+            return
+        state = distributed.full_state(eng.wrapped, ctx, tracked)  # collective under FSDP
+        if main:
+            save_tensors(state, best_path)
 
     def run_eval() -> bool:
         """Evaluate, track the best, return True when early stopping says stop."""
         if evaluate is None:
             return False
-        model.eval()
-        metrics = evaluate(model)
-        model.train()
+        metrics = None
+        # FSDP: every rank in every forward; DDP: rank 0 alone (the weights are the same)
+        if ctx is None or main or ctx.sharded:
+            model.eval()
+            metrics = evaluate(inner)
+            model.train()
+        metrics = distributed.broadcast(metrics)  # the same decisions on every rank
         value = metric_value(metrics, cfg.metric)
         improved = st.improves(value, higher)
         if improved:
             st.best, st.best_step, st.bad_evals = value, st.step, 0
             if cfg.keep_best:
-                save_weights(accel.unwrap_model(model), best_path, tracked)
+                save_best()
         else:
             st.bad_evals += 1
         record = {
@@ -247,9 +335,10 @@ def train(
             "eval": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         }
         st.history.append(record)
-        log.write(record)
-        if tracker is not None:
-            tracker.log_metrics({f"eval/{k}": v for k, v in record["eval"].items()}, st.step)
+        if main:
+            log.write(record)
+            if tracker is not None:
+                tracker.log_metrics({f"eval/{k}": v for k, v in record["eval"].items()}, st.step)
         if show_progress:
             bar.write(f"step {st.step}: {cfg.metric} {value:.4f}" + (" (best)" if improved else ""))
         return cfg.patience is not None and st.bad_evals >= cfg.patience
@@ -258,51 +347,40 @@ def train(
     while not stop:
         epoch = st.epoch
         order = _epoch_order(n, cfg.seed, epoch)
-        starts = range(st.batch * cfg.batch_size, n, cfg.batch_size)
-        for start in starts:
-            batch = collate([train_data[i] for i in order[start : start + cfg.batch_size]])
-            batch = {k: v.to(accel.device) for k, v in batch.items()}
+        for start in range(st.batch * per_step, n, per_step):
+            step_idx = order[start : start + per_step]  # the global batch
+            mine = distributed.shard(step_idx, rank, world) if ctx else step_idx
+            batch = collate([train_data[i] for i in mine])
+            batch = {k: v.to(eng.device) for k, v in batch.items()}
             if micro == 0:
                 # the last group of an epoch may be shorter than grad_accum
                 group = min(cfg.grad_accum, batches_per_epoch - st.batch)
                 if before_step is not None:
-                    before_step(accel.unwrap_model(model), st.step, epoch)
-            if cpu_fp16:
-                with torch.autocast("cpu", dtype=torch.float16):
+                    before_step(inner, st.step, epoch)
+            with eng.no_sync(micro + 1 < group):
+                with eng.autocast():
                     out = model(**batch)
                     loss = out.loss if loss_fn is None else loss_fn(out, batch)
-                scaler.scale(loss.float() / group).backward()
-            else:
-                out = model(**batch)
-                loss = out.loss if loss_fn is None else loss_fn(out, batch)
-                accel.backward(loss / group)
+                eng.backward(loss.float() / group)
             running += loss.item()
             micro += 1
             st.batch += 1
-            st.seen += len(batch["labels"])
+            st.seen += len(step_idx)
             last_batch = st.batch == batches_per_epoch
             if micro < group:
                 continue
             log_due = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total
-            if scaler is not None:
-                scaler.unscale_(optimizer)
             grad_norm = None
             if cfg.max_grad_norm or log_due:
                 # an infinite max_norm measures the norm without clipping
-                grad_norm = accel.clip_grad_norm_(
-                    model.parameters(), cfg.max_grad_norm or float("inf")
-                )
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+                grad_norm = eng.clip(cfg.max_grad_norm or float("inf"))
+            eng.step()
             if after_step is not None:
-                after_step(accel.unwrap_model(model), st.step)
+                after_step(inner, st.step)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             st.step += 1
-            lr = scheduler.get_last_lr()[0]
+            lr = float(scheduler.get_last_lr()[0])  # a tensor for some optimizers (torchao)
             bar.update(1)
             bar.set_postfix(loss=f"{running / micro:.4f}", lr=f"{lr:.2e}")
             # the logged loss is the mean over the steps since the last record, not one batch
@@ -311,13 +389,14 @@ def train(
                 elapsed = time.perf_counter() - t_run
                 record = {
                     "step": st.step,
-                    "loss": window_loss / window_steps,
+                    "loss": distributed.mean(window_loss / window_steps),  # over ranks
                     "lr": lr,
                     "grad_norm": float(grad_norm) if grad_norm is not None else None,
                     "samples_per_s": (st.seen - seen0) / max(elapsed, 1e-9),
                 }
-                log.write(record)
-                if tracker is not None:
+                if main:
+                    log.write(record)
+                if tracker is not None and main:
                     logged = {k: v for k, v in record.items() if k != "step" and v is not None}
                     tracker.log_metrics({f"train/{k}": v for k, v in logged.items()}, st.step)
                 window_loss, window_steps = 0.0, 0
@@ -340,9 +419,9 @@ def train(
             st.epoch, st.batch = epoch + 1, 0
     bar.close()
     seconds = time.perf_counter() - t0
-    unwrapped = accel.unwrap_model(model)
-    if cfg.keep_best and evaluate is not None and best_path.is_file():
-        load_weights(unwrapped, best_path)
+    final = inner if ctx is None else distributed.final_model(eng.wrapped, ctx)
+    if final is not None and cfg.keep_best and evaluate is not None and best_path.is_file():
+        load_weights(final, best_path)
     return LoopResult(
         steps=st.step,
         epochs=st.step / steps_per_epoch,
@@ -352,4 +431,5 @@ def train(
         best_metric=st.best,
         stopped_early=st.stopped_early,
         history=st.history,
+        model=final,
     )

@@ -26,7 +26,8 @@ class TrainOptions:
     give a few dozen steps per epoch, which left the recipe predicting only the majority
     class (docs/small-data.md)."""
     batch_size: int = 16
-    """Examples per forward pass."""
+    """Examples per forward pass (per process under torchrun / --nproc: the global batch is
+    batch_size x processes)."""
     grad_accum: int = 1
     """Forward passes per optimizer step (effective batch = batch_size x grad_accum)."""
     eval_batch_size: int = 64

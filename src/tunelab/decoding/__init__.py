@@ -7,7 +7,8 @@
 
 Modules: options (dataclasses), processors (logits processors), context (the sliding
 context window), engine (the step-wise batched engine), beam (beam search), text (stop
-strings and UTF-8-safe streaming), driver (generate / stream / chat_prompt).
+strings and UTF-8-safe streaming), driver (generate / stream / chat_prompt), constraints
+(choice / regex / JSON / grammar via llguidance), logprobs (per-token logprobs on request).
 
 The package's own import is light (no torch): `tunelab VERB --help` reads DecodingOptions
 without loading the engine; the driver's functions load on first use.

@@ -48,6 +48,9 @@ class Constraint:
     kind: str
     value: Any = None
     """list[str] for choice, str for regex and grammar, dict for json_schema, None else."""
+    lenient: bool = False
+    """JSON schemas: ignore keywords that cannot be enforced (llguidance's `lenient`) instead
+    of refusing the schema; the outputs then may not meet those keywords."""
 
     @classmethod
     def choice(cls, options: list[str]) -> Constraint:
@@ -58,8 +61,8 @@ class Constraint:
         return cls("regex", pattern)
 
     @classmethod
-    def json_schema(cls, schema: dict) -> Constraint:
-        return cls("json_schema", schema)
+    def json_schema(cls, schema: dict, lenient: bool = False) -> Constraint:
+        return cls("json_schema", schema, lenient)
 
     @classmethod
     def json_object(cls) -> Constraint:
@@ -97,7 +100,8 @@ def grammar_of(c: Constraint) -> str:
     if not isinstance(schema, dict):
         raise TunelabError(f"a JSON schema must be a JSON object, got {type(schema).__name__}")
     try:
-        return m.grammar_from_json_schema(schema, defaults=JSON_DEFAULTS)
+        over = {"lenient": True} if c.lenient else None
+        return m.grammar_from_json_schema(schema, defaults=JSON_DEFAULTS, overrides=over)
     except ValueError as exc:
         raise TunelabError(f"bad JSON schema: {exc}") from None
 

@@ -29,8 +29,8 @@ Speed (SmolLM2-135M fp32, measured in CPU time on the shared 2-core machine, 1 t
 Other precisions (`--dtype`, applied when the model is opened: `compress.precision`) run the
 model's own head; int8 weights make batch 1 3.16x generate() fp32, packed bf16 batch 16 3.27x
 (docs/generation.md has the profile, every mode's speed and its quality cost, and the
-end-to-end benchmark). Constrained rows (`opts.constraint`) get their logits masked by
-`constraints.Guide` for the whole step at once, then choose like any other row.
+end-to-end benchmark). Constrained rows get their logits masked by `constraints.Guide` for the
+whole step at once; rows asking for logprobs get them from `logprobs.attach` (raw logits).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from tunelab.decoding import constraints, kv, processors
+from tunelab.decoding import constraints, kv, logprobs, processors
 from tunelab.decoding.context import model_window, slide
 from tunelab.decoding.head import greedy_head, plain_head_base
 from tunelab.decoding.options import DecodingOptions, check_options, is_greedy
@@ -52,8 +52,7 @@ from tunelab.decoding.options import DecodingOptions, check_options, is_greedy
 class Request:
     prompt_ids: list[int]
     opts: DecodingOptions = field(default_factory=DecodingOptions)
-    id: int | None = None
-    """Set by `Engine.add` when left empty."""
+    id: int | None = None  # set by `Engine.add` when left empty
 
 
 @dataclass
@@ -64,6 +63,7 @@ class StepEvent:
     finished: bool
     finish_reason: str | None = None
     """eos, length or stop (its constraint is complete: the token is its last) when finished."""
+    logprobs: logprobs.TokenLogprob | None = None  # when opts.logprobs asks (logprobs.py)
 
 
 @dataclass
@@ -382,6 +382,7 @@ class Engine:
             fin = eos or c or r.generated >= r.req.opts.max_new_tokens
             reason = ("eos" if eos else "stop" if c else "length") if fin else None
             events.append(StepEvent(r.req.id, t, fin, reason))
+        logprobs.attach(events, rows, last, self._logits)
         return events
 
 

@@ -54,6 +54,9 @@ class DecodingOptions:
     constraint: Constraint | None = field(default=None, metadata={"flag": False})
     """What every output must be (a choice, a regex, a JSON schema, any JSON, a grammar):
     decoding.constraints; the CLI spells it --choice, --regex, --json-schema, --json, --grammar."""
+    logprobs: int | None = field(default=None, metadata={"flag": False})
+    """Report each generated token's logprob and the k most likely alternatives (0-20; None:
+    nothing): the engine's StepEvent.logprobs (decoding.logprobs). Not with beam search."""
 
 
 @dataclass
@@ -121,6 +124,10 @@ def check_options(opts: DecodingOptions) -> None:
         bad(f"n_keep must be >= 0, got {opts.n_keep}")
     if opts.constraint is not None and not isinstance(opts.constraint, Constraint):
         bad("decoding constraints are decoding.constraints.Constraint objects")
+    if opts.logprobs is not None and not 0 <= opts.logprobs <= 20:
+        bad(f"logprobs takes 0 to 20 alternatives per token, got {opts.logprobs}")
+    if opts.logprobs is not None and opts.num_beams > 1:
+        bad("logprobs are not reported for beam search: use num_beams 1 or drop logprobs")
     if opts.constraint is not None and opts.ignore_eos:
         bad("ignore_eos does not combine with constrained decoding: drop one")
     if opts.context_window is not None and opts.n_keep >= opts.context_window - 1:

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from tunelab.decoding import DecodingOptions, generate
 from tunelab.decoding.engine import Engine, Request
+from tunelab.decoding.logprobs import token_bytes, token_text
 from tunelab.decoding.text import TextTracker
 from tunelab.errors import TunelabError
 from tunelab.serve.domain_errors import GenerationFailed, deadline_exceeded, queue_full
@@ -58,6 +59,10 @@ class GenEvent:
     """stop or length once the choice is complete."""
     tokens: int = 0
     """Completion tokens of the choice (on its finish event)."""
+    logprobs: list[dict] | None = None
+    """When the request asked (opts.logprobs): one entry per token since the last event,
+    {token, logprob, bytes, top: [(token, logprob, bytes)], offset} (token as text; offset:
+    its first character in the choice's text)."""
 
 
 class Generator(Protocol):
@@ -113,12 +118,44 @@ async def job_events(job: Job, end: object) -> AsyncIterator[GenEvent]:
         job.cancel.set()
 
 
+class ChoiceText(TextTracker):
+    """A choice's text as tokens arrive (TextTracker), and its token logprobs not yet sent."""
+
+    def __init__(self, tokenizer, stop: list[str]) -> None:
+        super().__init__(tokenizer, stop)
+        self.logprobs: list[dict] = []
+
+    def note(self, lp) -> None:
+        """Keep a token's engine logprobs (decoding.logprobs.TokenLogprob) as a wire entry."""
+        tok = self.tokenizer
+        self.logprobs.append(
+            {
+                "token": token_text(tok, lp.token),
+                "logprob": lp.logprob,
+                "bytes": token_bytes(tok, lp.token),
+                "top": [(token_text(tok, t), v, token_bytes(tok, t)) for t, v in lp.top],
+                "offset": len(self.text),
+            }
+        )
+
+    def take(self) -> list[dict] | None:
+        """The entries not sent yet (tokens that start after a stop string's cut dropped)."""
+        out, self.logprobs = self.logprobs, []
+        if self.stopped:
+            out = [e for e in out if e["offset"] < len(self.text)]
+        return out or None
+
+
 def emit_step(job: Job, ev, k: int, tracker: TextTracker, engine: Engine, count) -> str | None:
     """Feed one engine StepEvent of choice `k` to its text tracker (stop strings, whole
     characters) and emit the new text, with the finish when there is one, to `job`; `count`
-    receives the tokens generated. Returns the finish reason, None while the choice goes on."""
+    receives the tokens generated. Returns the finish reason, None while the choice goes on.
+    A ChoiceText tracker also collects the token's logprobs (the engine's, when asked); they
+    go out with the next event. The EOS token is not listed (nor in the text), as OpenAI."""
     reason = ev.finish_reason
     if reason != "eos":
+        if ev.logprobs is not None and isinstance(tracker, ChoiceText):
+            tracker.note(ev.logprobs)
         tracker.add(ev.token)
         count(1)
     if tracker.stopped:
@@ -126,8 +163,10 @@ def emit_step(job: Job, ev, k: int, tracker: TextTracker, engine: Engine, count)
             engine.cancel(ev.request_id)
         reason = "stop"
     piece = tracker.delta(final=reason is not None)
+    lps = tracker.take() if isinstance(tracker, ChoiceText) and (piece or reason) else None
     if piece or reason:
-        job.emit(GenEvent(k, piece, FINISH[reason] if reason else None, len(tracker.tokens)))
+        fin = FINISH[reason] if reason else None
+        job.emit(GenEvent(k, piece, fin, len(tracker.tokens), lps))
     return reason
 
 
@@ -210,11 +249,11 @@ class SerialGenerator:
         rows = len(req.prompts) * n
         engine = Engine(self.model, self.tokenizer, max_batch=rows, seed=req.opts.seed)
         opts = replace(req.opts, stop=list(req.opts.stop))
-        index: dict[int, tuple[int, TextTracker]] = {}
+        index: dict[int, tuple[int, ChoiceText]] = {}
         for i, ids in enumerate(req.prompts):
             for j in range(n):
                 rid = engine.add(Request(list(ids), opts))
-                index[rid] = (i * n + j, TextTracker(self.tokenizer, opts.stop))
+                index[rid] = (i * n + j, ChoiceText(self.tokenizer, opts.stop))
         if self.metrics is not None:
             self.metrics.batch_size.labels("generate").set(rows)
         while engine.has_work():

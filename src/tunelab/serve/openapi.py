@@ -38,10 +38,22 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy completions logprobs (request `logprobs`: k)."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    """log p(token) under the model's raw distribution (before sampling settings)."""
+    top_logprobs: list[dict[str, float]]
+    """Per token: the k most likely tokens and the chosen one."""
+    text_offset: list[int]
+    """Per token: its first character in the choice's text."""
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None
+    logprobs: CompletionLogprobs | None
     finish_reason: Literal["stop", "length"]
 
 
@@ -54,16 +66,45 @@ class Completion(BaseModel):
     usage: Usage
 
 
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments, a JSON text.")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: CalledFunction
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="The text; null when the answer is a tool call.")
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    """Request `logprobs: true` (and `top_logprobs`: k): log p of each token under the
+    model's raw distribution (before sampling settings and constraints)."""
+
+    content: list[TokenLogprob] | None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None
-    finish_reason: Literal["stop", "length"]
+    logprobs: ChatLogprobs | None
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletion(BaseModel):
@@ -155,8 +196,9 @@ class Readiness(BaseModel):
 
 ERRORS: dict[int, str] = {
     400: "Bad request: the model's context exceeded (context_length_exceeded), an OpenAI field "
-    "this server does not implement, or an endpoint the model does not serve "
-    "(unsupported_endpoint).",
+    "this server does not implement, an endpoint the model does not serve "
+    "(unsupported_endpoint), or an output constraint that cannot be enforced (a JSON schema "
+    "keyword, a regex look-around, a grammar error: the message names it), or two at once.",
     401: "Missing, malformed or unknown API key, when the server has keys (missing_api_key, "
     "invalid_api_key).",
     404: "The body's model names another model (model_not_found).",

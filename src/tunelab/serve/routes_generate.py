@@ -7,6 +7,12 @@ events: `data: {chunk}\\n\\n` per text delta, a final chunk per choice with its 
 optionally a usage chunk (stream_options.include_usage), then `data: [DONE]`. An error after
 the stream started (a deadline) is sent as `data: {"error": {...}}` (the body
 `serve.errors.api_error` maps the domain error to), which the openai client raises.
+
+Constraints (response_format, structured_outputs, guided_*), tools and logprobs are read by
+serve/structured.py. Logprobs travel with the text deltas (in each streamed chunk). A chat
+answer that may be a tool call (tools with tool_choice auto, required or a named function) is
+judged once complete, so when streaming it comes as one chunk at the end: `tool_calls` (and
+finish_reason tool_calls) if it is a call, else its content.
 """
 
 from __future__ import annotations
@@ -27,11 +33,20 @@ from tunelab.serve.generation import GenEvent, GenRequest
 from tunelab.serve.openapi import ChatCompletion, Completion, model_responses
 from tunelab.serve.schemas import ChatRequest, CompletionRequest
 from tunelab.serve.state import ServeState, unless_disconnected, until_disconnect
+from tunelab.serve.structured import (
+    Plan,
+    chat_logprobs,
+    check_tokenizer,
+    completion_logprobs,
+    parse_call,
+    plan_for,
+    template_message,
+)
 
 router = APIRouter()
 
 
-def _options(body, max_tokens: int) -> DecodingOptions:
+def _options(body, max_tokens: int, plan: Plan, logprobs: int | None) -> DecodingOptions:
     sample = body.temperature > 0 and body.num_beams == 1
     opts = DecodingOptions(
         max_new_tokens=max_tokens,
@@ -46,7 +61,13 @@ def _options(body, max_tokens: int) -> DecodingOptions:
         repetition_penalty=body.repetition_penalty,
         stop=body.stop_list(),
         seed=body.seed,
+        constraint=plan.constraint,
+        logprobs=logprobs,
     )
+    if logprobs is not None and body.num_beams > 1:
+        raise APIError(
+            400, "logprobs are not reported for beam search (num_beams > 1)", param="logprobs"
+        )
     check_options(opts)  # TunelabError -> 400 with its one-line message
     return opts
 
@@ -115,7 +136,7 @@ def _encode(served, prompt) -> list[list[int]]:
     return out
 
 
-def _chat_text(st: ServeState, served, body: ChatRequest) -> str:
+def _chat_text(st: ServeState, served, body: ChatRequest, plan: Plan) -> str:
     tok = served.tokenizer
     if not getattr(tok, "chat_template", None):
         raise APIError(
@@ -129,16 +150,18 @@ def _chat_text(st: ServeState, served, body: ChatRequest) -> str:
         content = m.content
         if isinstance(content, list):
             content = "".join(p.text or "" for p in content if p.type == "text")
-        role = "system" if m.role == "developer" else m.role
-        messages.append({"role": role, "content": st.inputs(content or "")})
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        messages.append(template_message(m, st.inputs(content or "")))
+    kw = {"tools": plan.tools} if plan.tools else {}
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kw)
 
 
 class _Run:
     """One completion request on its way through the generator."""
 
-    def __init__(self, st: ServeState, endpoint: str, chat: bool, prompts, opts, body):
+    def __init__(self, st: ServeState, endpoint: str, chat: bool, prompts, opts, body, plan):
         self.st, self.endpoint, self.chat, self.body = st, endpoint, chat, body
+        self.plan: Plan = plan
+        self.logprobs = opts.logprobs is not None
         self.prompt_tokens = sum(len(p) for p in prompts)
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
@@ -170,34 +193,66 @@ class _Run:
             "choices": choices,
         }
 
+    def _logprobs(self, entries: list[dict] | None) -> dict | None:
+        if not self.logprobs:
+            return None
+        return (chat_logprobs if self.chat else completion_logprobs)(entries or [])
+
+    def _message(self, text: str, reason: str) -> tuple[dict, str]:
+        """The chat message of a complete answer (a tool call when it is one), its reason."""
+        calls = parse_call(text, self.plan.names) if self.plan.calls else None
+        if calls:
+            return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+        return {"role": "assistant", "content": text}, reason
+
     async def collect(self) -> dict:
         texts: dict[int, list[str]] = {}
+        lps: dict[int, list[dict]] = {}
         done: dict[int, GenEvent] = {}
         async with _closing(self.events) as events:
             async for ev in events:
                 self.seen(ev)
                 texts.setdefault(ev.index, []).append(ev.text)
+                lps.setdefault(ev.index, []).extend(ev.logprobs or [])
                 if ev.finish_reason:
                     done[ev.index] = ev
         choices = []
         for k in sorted(done):
-            text = "".join(texts[k])
-            c = {"index": k, "logprobs": None, "finish_reason": done[k].finish_reason}
-            c.update(
-                {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
-            )
+            text, reason = "".join(texts[k]), done[k].finish_reason
+            c = {"index": k, "logprobs": self._logprobs(lps[k])}
+            if self.chat:
+                c["message"], reason = self._message(text, reason)
+            else:
+                c["text"] = text
+            c["finish_reason"] = reason
             choices.append(c)
         out = self.envelope(choices, chunk=False)
         out["usage"] = self.usage(sum(e.tokens for e in done.values()))
         return out
 
-    def _choice(self, k: int, text: str | None, reason: str | None, role: bool = False) -> dict:
+    def _choice(
+        self, k: int, text: str | None, reason: str | None, role: bool = False, lps=None
+    ) -> dict:
+        lp = self._logprobs(lps) if lps else None
         if not self.chat:
-            return {"index": k, "text": text or "", "logprobs": None, "finish_reason": reason}
+            return {"index": k, "text": text or "", "logprobs": lp, "finish_reason": reason}
         delta = {"role": "assistant", "content": ""} if role else {}
         if text:
             delta["content"] = text
-        return {"index": k, "delta": delta, "logprobs": None, "finish_reason": reason}
+        return {"index": k, "delta": delta, "logprobs": lp, "finish_reason": reason}
+
+    def _held(self, held: dict, ev: GenEvent) -> dict | None:
+        """A possible tool call is held back until complete: the chunk it becomes, or None."""
+        text, lps = held.setdefault(ev.index, ([], []))
+        text.append(ev.text)
+        lps.extend(ev.logprobs or [])
+        if not ev.finish_reason:
+            return None
+        message, reason = self._message("".join(text), ev.finish_reason)
+        c = self._choice(ev.index, message["content"], reason, lps=lps if self.logprobs else None)
+        if "tool_calls" in message:
+            c["delta"]["tool_calls"] = [{"index": 0, **message["tool_calls"][0]}]
+        return c
 
     async def sse(self, request: Request) -> AsyncIterator[str]:
         def line(obj) -> str:
@@ -205,6 +260,7 @@ class _Run:
 
         watch = asyncio.ensure_future(until_disconnect(request))
         completion = 0
+        held: dict[int, tuple[list, list]] = {}
         try:
             if self.chat:
                 n = self.body.n
@@ -217,9 +273,13 @@ class _Run:
                         return  # the client left: closing the events cancels the work
                     self.seen(ev)
                     completion += ev.tokens if ev.finish_reason else 0
-                    yield line(
-                        self.envelope([self._choice(ev.index, ev.text, ev.finish_reason)], True)
-                    )
+                    if self.plan.calls:
+                        c = self._held(held, ev)
+                        if c is not None:
+                            yield line(self.envelope([c], True))
+                        continue
+                    c = self._choice(ev.index, ev.text, ev.finish_reason, lps=ev.logprobs)
+                    yield line(self.envelope([c], True))
             opts = self.body.stream_options
             if opts is not None and opts.include_usage:
                 usage = self.envelope([], True)
@@ -263,11 +323,16 @@ async def completions(body: CompletionRequest, request: Request):
     st: ServeState = request.app.state.tl
     served = st.require("/v1/completions", body.model)
     _check(st, body)
+    plan = plan_for(body, chat=False)
+    if plan.constraint is not None:  # in a thread: a first matcher can take a while
+        await asyncio.to_thread(check_tokenizer, served, plan)
     prompt = st.inputs(body.prompt) if not _is_ids(body.prompt) else body.prompt
     st.log_request(request, prompt)
     prompts = _encode(served, prompt)
-    opts = _options(body, _max_tokens(st, served, body.max_tokens, prompts, default=16))
-    return await _respond(st, request, _Run(st, "/v1/completions", False, prompts, opts, body))
+    limit = _max_tokens(st, served, body.max_tokens, prompts, default=16)
+    opts = _options(body, limit, plan, body.logprobs)
+    run = _Run(st, "/v1/completions", False, prompts, opts, body, plan)
+    return await _respond(st, request, run)
 
 
 def _is_ids(prompt) -> bool:
@@ -282,9 +347,16 @@ async def chat_completions(body: ChatRequest, request: Request):
     st: ServeState = request.app.state.tl
     served = st.require("/v1/chat/completions", body.model)
     _check(st, body)
-    text = _chat_text(st, served, body)
+    if body.top_logprobs and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    plan = plan_for(body, chat=True)
+    if plan.constraint is not None:  # in a thread: a first matcher can take a while
+        await asyncio.to_thread(check_tokenizer, served, plan)
+    text = _chat_text(st, served, body, plan)
     st.log_request(request, text)
     prompts = [list(served.tokenizer(text, add_special_tokens=False)["input_ids"])]
     asked = body.max_completion_tokens or body.max_tokens
-    opts = _options(body, _max_tokens(st, served, asked, prompts))
-    return await _respond(st, request, _Run(st, "/v1/chat/completions", True, prompts, opts, body))
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    opts = _options(body, _max_tokens(st, served, asked, prompts), plan, logprobs)
+    run = _Run(st, "/v1/chat/completions", True, prompts, opts, body, plan)
+    return await _respond(st, request, run)

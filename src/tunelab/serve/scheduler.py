@@ -52,10 +52,17 @@ from dataclasses import dataclass, field, replace
 from tunelab.decoding import generate
 from tunelab.decoding.engine import Engine, Request
 from tunelab.decoding.options import is_greedy
-from tunelab.decoding.text import TextTracker
 from tunelab.errors import ShuttingDown, TunelabError
 from tunelab.serve.domain_errors import GenerationFailed, deadline_exceeded, queue_full
-from tunelab.serve.generation import FINISH, GenEvent, GenRequest, Job, emit_step, job_events
+from tunelab.serve.generation import (
+    FINISH,
+    ChoiceText,
+    GenEvent,
+    GenRequest,
+    Job,
+    emit_step,
+    job_events,
+)
 
 log = logging.getLogger("tunelab.serve")
 _DONE = object()  # end of a request's events
@@ -64,7 +71,7 @@ _STOP = object()  # the worker's shutdown signal
 
 @dataclass
 class _Job(Job):
-    rows: dict[int, tuple[int, TextTracker]] = field(default_factory=dict)
+    rows: dict[int, tuple[int, ChoiceText]] = field(default_factory=dict)
     """Engine request id -> (choice index, text tracker), for rows still decoding."""
     started: float = 0.0
 
@@ -233,7 +240,7 @@ class ContinuousGenerator:
         for i, ids in enumerate(req.prompts):
             for j in range(n):
                 rid = engine.add(Request(list(ids), opts, id=next(self._ids)))
-                job.rows[rid] = (i * n + j, TextTracker(self.tokenizer, opts.stop))
+                job.rows[rid] = (i * n + j, ChoiceText(self.tokenizer, opts.stop))
 
     def _step(self, engine: Engine, running: list[_Job]) -> None:
         """One decoding step; its tokens routed to their requests' event queues."""

@@ -122,7 +122,7 @@ def test_chat_completion_uses_the_chat_template(served_decoder, client_for):
         ({"prompt": "goal", "max_tokens": 5000}, 400, "max_tokens"),
         ({"prompt": "goal", "max_tokens": 0}, 422, "max_tokens"),
         ({"prompt": "goal", "temperature": 3}, 422, "temperature"),
-        ({"prompt": "goal", "logprobs": 2}, 400, "logprobs"),
+        ({"prompt": "goal", "echo": True}, 400, "echo"),
         ({"prompt": "   "}, 400, "prompt"),
         ({"prompt": "goal", "model": "gpt-4"}, 404, "model"),
         ({"max_tokens": 3}, 422, "prompt"),

@@ -49,6 +49,7 @@ from tunelab.recipes.pretrain import PretrainResult, pretrain
 from tunelab.recipes.score import Scored, score
 from tunelab.recipes.sweep import SweepResult, sweep
 from tunelab.serve.server import serve
+from tunelab.tasks.zero_shot import ZeroShotOptions
 
 
 def build_config(yaml_path=None, overrides: dict | None = None) -> Config:
@@ -78,6 +79,7 @@ __all__ = [
     "PretrainResult",
     "Scored",
     "SweepResult",
+    "ZeroShotOptions",
     "build_compress_config",
     "build_config",
     "build_pretrain_config",

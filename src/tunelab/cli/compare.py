@@ -14,14 +14,18 @@ DESCRIPTION = (
     "budget, each in its own process; write a report folder (Markdown + JSON table, "
     "trade-off plots). Re-running skips finished strategies. CONFIG is a finetune config "
     "with an optional `compare:` section (strategies, output_dir, latency_examples, "
-    "per-strategy overrides such as a learning rate)."
+    "per-strategy overrides such as a learning rate). With a decoder model, zero_shot and "
+    "zero_shot_likelihood add rows that train nothing (the model prompted with the label "
+    "names), configured by a `zero_shot:` section."
 )
 USAGE = "tunelab compare [CONFIG] [--strategies a,b,c] [--output DIR] [--section.key V]"
 
 
 def add_parser(sub) -> None:
+    from tunelab.cli.flags import add_section
     from tunelab.config.compare import CompareConfig
     from tunelab.strategies import STRATEGIES
+    from tunelab.tasks.zero_shot import ROWS, ZeroShotOptions
 
     p = verb_parser(sub, "compare", HELP, DESCRIPTION, USAGE)
     p.add_argument("config", nargs="?", help="YAML config file (see configs/compare-*.yaml)")
@@ -29,7 +33,8 @@ def add_parser(sub) -> None:
     docs = field_docs(CompareConfig)
     p.add_argument(
         "--strategies",
-        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all)",
+        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all); "
+        f"{' and '.join(ROWS)} add untrained rows (a decoder model, prompted)",
     )
     p.add_argument("--output", help=docs["output_dir"] + " (default: reports/compare)")
     short = p.add_argument_group("short forms")
@@ -39,6 +44,7 @@ def add_parser(sub) -> None:
         short.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=f"same as --{key}")
     shared = {k: v for k, v in SECTIONS.items() if k != "run"}
     add_option_sections(p, shared, "options (shared by every strategy)")
+    add_section(p, "zero_shot", ZeroShotOptions, "zero_shot rows: zero_shot, zero_shot_likelihood")
 
 
 def run(a: argparse.Namespace) -> None:

@@ -21,13 +21,17 @@ HELP = "evaluate a run folder on labelled data (or a generative run on prompt pa
 DESCRIPTION = (
     "Accuracy, P/R/F1 and the confusion matrix of RUN on DATA; for a "
     "causal_lm/seq2seq run (or a language model) BLEU, chrF, ROUGE, exact match, "
-    "distinct-n and reference perplexity of generated outputs on prompt/response pairs."
+    "distinct-n and reference perplexity of generated outputs on prompt/response pairs. "
+    "With --zero-shot, RUN is a decoder (smollm2-135m, a causal LM, a causal_lm run) that "
+    "labels DATA from a prompt and the label names, untrained: how far a prompt gets."
 )
 
 
 def add_parser(sub) -> None:
     p = verb_parser(sub, "eval", HELP, DESCRIPTION)
-    p.add_argument("run", help="a run folder written by tunelab finetune")
+    p.add_argument(
+        "run", help="a run folder written by tunelab finetune (--zero-shot: a decoder model)"
+    )
     p.add_argument("--data", required=True, help="labelled data (any source finetune accepts)")
     p.add_argument(
         "--text-column",
@@ -61,20 +65,104 @@ def add_parser(sub) -> None:
         default="response",
         help="reference column (default: response)",
     )
-    g.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    g.add_argument(
+        "--limit",
+        type=int,
+        help="evaluate only the first N pairs (--zero-shot: a stratified sample of N rows)",
+    )
     add_chat_template_flag(
         g, "prompts in the chat template (auto: the run's setting, else if there is one)"
     )
     add_decoding_flags(p, "decoding options of generative eval (default: greedy)")
+    add_zero_shot_flags(p)
+
+
+def add_zero_shot_flags(p, chat_flag: bool = False) -> None:
+    """--zero-shot [MODE], --labels, --prompt, --max-length (eval and predict); with
+    `chat_flag` also --chat-template (eval has it already, for generative runs)."""
+    from tunelab.tasks.zero_shot import DEFAULT_PROMPT, MODES
+
+    g = p.add_argument_group(
+        "zero-shot classification (a decoder labels texts from a prompt, untrained)"
+    )
+    g.add_argument(
+        "--zero-shot",
+        nargs="?",
+        const="choice",
+        choices=MODES,
+        help="classify with the decoder RUN: choice (greedy, constrained to the label names; "
+        "the default) or likelihood (the label the model finds likeliest after the prompt); "
+        "before a TEXT argument write --zero-shot=MODE",
+    )
+    g.add_argument(
+        "--labels",
+        help="label names to choose from, comma-separated (eval default: the data's labels)",
+    )
+    g.add_argument(
+        "--prompt",
+        help="prompt template: {text} is the text, {labels} the label names "
+        f"(default: {DEFAULT_PROMPT!r})".replace("%", "%%"),
+    )
+    g.add_argument(
+        "--max-length",
+        type=int,
+        default=256,
+        help="tokens of each text in the prompt; longer texts are cut (default: 256)",
+    )
+    if chat_flag:
+        add_chat_template_flag(g, "the prompt in the chat template (auto: if there is one)")
+
+
+def zero_shot_options(a: argparse.Namespace):
+    """The ZeroShotOptions of --labels, --prompt and --chat-template."""
+    from tunelab.tasks.zero_shot import ZeroShotOptions
+
+    opts = ZeroShotOptions(labels=a.labels, chat_template=chat_template(a))
+    if a.prompt is not None:
+        opts.prompt = a.prompt
+    return opts
+
+
+def check_zero_shot_flags(a: argparse.Namespace) -> None:
+    """--labels / --prompt mean nothing without --zero-shot: say so rather than ignore them."""
+    for flag, value in (("--labels", a.labels), ("--prompt", a.prompt)):
+        if value is not None and a.zero_shot is None:
+            raise TunelabError(f"{flag} applies to zero-shot classification: add --zero-shot")
 
 
 def run(a: argparse.Namespace) -> None:
     check_output(a.json_out, "--json")
     if a.limit is not None and a.limit < 1:
         raise TunelabError(f"--limit must be at least 1, got {a.limit}")
+    check_zero_shot_flags(a)
     from tunelab import api
 
-    if api.is_generative(a.run):
+    if a.zero_shot is not None:
+        from tunelab.evaluation.baselines import format_baselines
+        from tunelab.evaluation.metrics import format_metrics_table
+
+        m = api.evaluate_run(
+            a.run,
+            a.data,
+            a.text_column,
+            a.label_column,
+            a.batch_size,
+            dtype=a.dtype,
+            device=a.device,
+            zero_shot=a.zero_shot,
+            zero_shot_options=zero_shot_options(a),
+            limit=a.limit,
+            max_length=a.max_length,
+        )
+        print(format_metrics_table(m))
+        print(
+            f"\nzero-shot ({a.zero_shot}): {m['n']} texts in {m['seconds']:.1f} s "
+            f"({m['ms_per_example']:.1f} ms each), {m['invalid']} answers were no label"
+        )
+        block = format_baselines(m, m, split="eval")
+        if block:
+            print("\n" + block)
+    elif api.is_generative(a.run):
         m = api.evaluate_generative(
             a.run,
             a.data,

@@ -11,6 +11,7 @@ from tunelab.config.finetune import build_config
 from tunelab.config.parse import read_yaml, saved_overrides
 from tunelab.errors import TunelabError
 from tunelab.strategies import STRATEGIES
+from tunelab.tasks.zero_shot import ROWS, ZeroShotOptions, check_options
 
 BUDGET_KEYS = ("train.epochs", "train.max_steps", "train.batch_size", "train.grad_accum")
 """Options every strategy must share: a comparison on different budgets says nothing."""
@@ -20,7 +21,9 @@ SHARED_SECTIONS = ("data", "model", "run")
 @dataclass
 class CompareConfig:
     strategies: list[str] = field(default_factory=list)
-    """Strategies to compare (default: every registered one)."""
+    """Strategies to compare (default: every registered one); `zero_shot` and
+    `zero_shot_likelihood` add rows that train nothing: the shared model (a decoder) labels
+    the test split from a prompt (`zero_shot:` section: prompt, labels, chat_template)."""
     output_dir: str = "reports/compare"
     """Report folder (runs, results, table and plots go here)."""
     latency_examples: int = 32
@@ -53,7 +56,7 @@ def load_compare_config(
             "the config (fine-tune a generator with tunelab finetune --task)"
         )
     for name in list(raw):
-        if name in STRATEGIES:
+        if name in STRATEGIES or name == "zero_shot":
             opts = raw.pop(name) or {}
             cc.overrides.setdefault(name, {}).update({f"{name}.{k}": v for k, v in opts.items()})
     if strategies:
@@ -63,8 +66,9 @@ def load_compare_config(
     if output:
         cc.output_dir = output
     for s in cc.strategies:
-        if s not in STRATEGIES:
-            raise TunelabError(f"unknown strategy {s!r}: choose from {', '.join(STRATEGIES)}")
+        if s not in STRATEGIES and s not in ROWS:
+            known = ", ".join([*STRATEGIES, *ROWS])
+            raise TunelabError(f"unknown strategy {s!r}: choose from {known}")
     if len(set(cc.strategies)) != len(cc.strategies):
         raise TunelabError("a strategy is listed twice in --strategies: list each once")
     for strat, opts in cc.overrides.items():
@@ -75,9 +79,14 @@ def load_compare_config(
                     "step budget: set it for all strategies instead"
                 )
     if len(cc.strategies) < 2:
+        one = cc.strategies[0]
+        alone = (
+            f"tunelab eval MODEL --data DATA --zero-shot {ROWS[one]}"
+            if one in ROWS
+            else f"tunelab finetune --strategy {one}"
+        )
         raise TunelabError(
-            f"--strategies names only {cc.strategies[0]}: a comparison needs at least two "
-            f"(for one, run tunelab finetune --strategy {cc.strategies[0]})"
+            f"--strategies names only {one}: a comparison needs at least two (for one, run {alone})"
         )
     if cc.latency_examples < 1:
         raise TunelabError("compare.latency_examples must be at least 1: fix the config")
@@ -85,17 +94,38 @@ def load_compare_config(
         raise TunelabError(f"--output {cc.output_dir} is a file: name a folder for the report")
     for key, value in overrides.items():
         sec, _, opt = key.rpartition(".")
-        if sec in STRATEGIES:
+        if sec in STRATEGIES or sec == "zero_shot":
             cc.overrides.setdefault(sec, {})[key] = value
         else:
             raw.setdefault(sec, {})[opt] = value
     # validate the shared part (and every strategy's overrides) before anything runs
+    cfg = build_config(overrides=saved_overrides(raw))
     for s in cc.strategies:
+        if s in ROWS:
+            continue
         cfg = build_config(
             overrides=saved_overrides(raw) | {"strategy": s} | cc.overrides.get(s, {})
         )
+    _check_zero_shot(cc)
     _read_data(cfg)
     return cc, raw
+
+
+def _check_zero_shot(cc: CompareConfig) -> None:
+    """The `zero_shot` section's options (prompt, labels, chat_template), checked before any
+    row runs; it configures every zero-shot row and needs at least one."""
+    from tunelab.config.parse import update_dataclass
+
+    own = cc.overrides.get("zero_shot")
+    if own is None:
+        return
+    if not any(s in ROWS for s in cc.strategies):
+        raise TunelabError(
+            "zero_shot options are given but no zero-shot row is compared: add zero_shot (or "
+            "zero_shot_likelihood) to --strategies, or drop the zero_shot section"
+        )
+    values = {k.split(".", 1)[1]: v for k, v in own.items()}
+    check_options(update_dataclass(ZeroShotOptions(), values, "zero_shot"), "--zero_shot.")
 
 
 def _read_data(cfg) -> None:

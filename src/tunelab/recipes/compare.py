@@ -74,49 +74,63 @@ def measure_latency(run_dir: Path, texts: list[str]) -> dict[str, float]:
     }
 
 
-def run_worker(report: Path, strategy: str) -> None:
-    """Fine-tune one strategy into `report/runs/STRATEGY` and write its result JSON."""
+def finetuned_row(spec: dict[str, Any], strategy: str, runs: Path) -> dict[str, Any]:
+    """Fine-tune one strategy into `runs/STRATEGY` (resuming a partial run; a finished one is
+    only measured) and return what the report shows of it."""
     from tunelab.config.finetune import build_config
     from tunelab.recipes.finetune import finetune
     from tunelab.tasks.classification import load_splits
 
+    overrides = saved_overrides(spec["base"]) | spec["overrides"].get(strategy, {})
+    overrides |= {"strategy": strategy, "run.output_dir": str(runs), "run.name": strategy}
+    overrides["run.predict"] = []
+    if (runs / f".{strategy}.partial" / "config.yaml").is_file():
+        overrides["run.resume"] = True
+    cfg = build_config(overrides=overrides)
+    if (runs / strategy / "metrics.json").is_file():  # trained; only measuring was lost
+        metrics = json.loads((runs / strategy / "metrics.json").read_text())
+    else:
+        metrics = finetune(cfg).metrics
+    run_dir = runs / strategy
+    test = load_splits(cfg.data, cfg.train.seed, quiet=True)["test"]
+    test_texts = [e["text"] for e in test]
+    lat = measure_latency(run_dir, test_texts[: spec["latency_examples"]])
+    train = metrics["train"]
+    return dict(
+        status="ok",
+        accuracy=metrics["test"]["accuracy"],
+        macro_f1=metrics["test"]["macro_f1"],
+        trainable_params=train["trainable_params"],
+        total_params=train["total_params"],
+        trainable_pct=round(100 * train["trainable_params"] / train["total_params"], 4),
+        train_seconds=train["seconds"],
+        peak_memory_mib=train.get("peak_memory_mib"),
+        checkpoint_mib=round(folder_bytes(run_dir) / 2**20, 2),
+        steps=train["steps"],
+        best_validation=train.get("best_validation"),
+        **lat,
+        warnings=metrics.get("warnings", []),
+        baselines=metrics.get("baselines"),
+    )
+
+
+def run_worker(report: Path, strategy: str) -> None:
+    """Fine-tune one strategy into `report/runs/STRATEGY` (or, for a zero-shot row, ask the
+    shared model untrained: `recipes.zero_shot.compare_row`) and write its result JSON."""
+    from tunelab.tasks.zero_shot import ROWS
+
     spec = json.loads((report / "plan.json").read_text())
     result_path = report / "results" / f"{strategy}.json"
-    runs = report / "runs"
     t0 = time.perf_counter()
     record: dict[str, Any] = {"strategy": strategy, "status": "failed"}
     try:
-        overrides = saved_overrides(spec["base"]) | spec["overrides"].get(strategy, {})
-        overrides |= {"strategy": strategy, "run.output_dir": str(runs), "run.name": strategy}
-        overrides["run.predict"] = []
-        if (runs / f".{strategy}.partial" / "config.yaml").is_file():
-            overrides["run.resume"] = True
-        cfg = build_config(overrides=overrides)
-        if (runs / strategy / "metrics.json").is_file():  # trained; only measuring was lost
-            metrics = json.loads((runs / strategy / "metrics.json").read_text())
+        if strategy in ROWS:
+            from tunelab.recipes.finetune import peak_memory_mib
+            from tunelab.recipes.zero_shot import compare_row
+
+            record.update(compare_row(spec, strategy), peak_memory_mib=peak_memory_mib())
         else:
-            metrics = finetune(cfg).metrics
-        run_dir = runs / strategy
-        test = load_splits(cfg.data, cfg.train.seed, quiet=True)["test"]
-        test_texts = [e["text"] for e in test]
-        lat = measure_latency(run_dir, test_texts[: spec["latency_examples"]])
-        train = metrics["train"]
-        record.update(
-            status="ok",
-            accuracy=metrics["test"]["accuracy"],
-            macro_f1=metrics["test"]["macro_f1"],
-            trainable_params=train["trainable_params"],
-            total_params=train["total_params"],
-            trainable_pct=round(100 * train["trainable_params"] / train["total_params"], 4),
-            train_seconds=train["seconds"],
-            peak_memory_mib=train.get("peak_memory_mib"),
-            checkpoint_mib=round(folder_bytes(run_dir) / 2**20, 2),
-            steps=train["steps"],
-            best_validation=train.get("best_validation"),
-            **lat,
-            warnings=metrics.get("warnings", []),
-            baselines=metrics.get("baselines"),
-        )
+            record.update(finetuned_row(spec, strategy, report / "runs"))
     except TunelabError as exc:
         record["reason"] = str(exc)
     except Exception as exc:  # a strategy's bug must not stop the comparison: record it
@@ -308,7 +322,10 @@ def write_report(
         for k in (TFIDF, MAJORITY)
         if k in baselines
     }
-    plots = plot_tradeoffs(ok, report, lines) if ok else []
+    # a zero-shot row trains no parameter: it has no place on a log axis, only on the time one
+    points = [r | {"trainable_params": None} if r["trainable_params"] == 0 else r for r in ok]
+    plots = plot_tradeoffs(points, report, lines) if ok else []
+    zero = [r["strategy"] for r in ok if r.get("zero_shot")]
     sources = ", ".join(f"{k} `{v}`" for k, v in meta["data_files"].items())
     warned = [f"- **{r['strategy']}**: {w}" for r in ok for w in r.get("warnings") or []]
     text = (
@@ -328,6 +345,14 @@ def write_report(
         "the run loaded from its folder as saved (adapters not merged). *Baselines*: fitted "
         "on the same training split and scored on the same test split; a strategy below "
         "the TF-IDF line has not earned its cost.\n"
+        + (
+            f"\n*Zero-shot rows* ({', '.join(zero)}) train nothing: the model as it is labels "
+            "each test text from a prompt with the label names (`zero_shot`: greedy, "
+            "constrained to the names; `zero_shot_likelihood`: the likeliest name after the "
+            "prompt); their latency is one text at a time, prompt included.\n"
+            if zero
+            else ""
+        )
         + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
     )
     (report / "report.md").write_text(text)

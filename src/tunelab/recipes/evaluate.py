@@ -1,5 +1,6 @@
 """`tunelab eval`: a classification run on labelled data, or a generative run (or a plain
-language model) on prompt/response pairs.
+language model) on prompt/response pairs; with `zero_shot`, a decoder on labelled data, untrained
+(`recipes.zero_shot`).
 
 Generative: for every (prompt, reference) pair, the model's output under the given decoding
 options (greedy by default) is scored against the reference with `TextMetrics` (BLEU, chrF,
@@ -55,10 +56,37 @@ def evaluate_run(
     dtype: str = "auto",
     device: str = "auto",
     baselines: bool = True,
+    zero_shot: str | None = None,
+    zero_shot_options: Any = None,
+    limit: int | None = None,
+    max_length: int = 256,
 ) -> dict[str, Any]:
     """Metrics of a finished classification run on labelled data (any source finetune reads),
     with the model on `device` in `dtype` (`models.precision`), and with `baselines` the
-    majority-class and TF-IDF baselines beside them (`run_baselines`)."""
+    majority-class and TF-IDF baselines beside them (`run_baselines`).
+
+    With `zero_shot` ("choice" or "likelihood"), `run_dir` is a decoder (a model name or a
+    causal_lm run) that labels each text from a prompt, untrained: `zero_shot_options` (a
+    `tasks.zero_shot.ZeroShotOptions`: prompt, labels, chat template), `limit` (a stratified
+    sample) and `max_length` (tokens of each text) apply then (`recipes.zero_shot`)."""
+    if zero_shot is not None:
+        from tunelab.recipes.zero_shot import evaluate_zero_shot
+
+        return evaluate_zero_shot(
+            str(run_dir),
+            source,
+            zero_shot,
+            zero_shot_options,
+            text_column,
+            label_column,
+            batch_size,
+            limit,
+            max_length,
+            quiet,
+            dtype,
+            device,
+            baselines,
+        )
     from tunelab.data.clean import clean_examples
     from tunelab.data.readers import load_examples
     from tunelab.runs.open import open_classifier

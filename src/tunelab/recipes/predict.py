@@ -15,13 +15,38 @@ def predict(
     quiet: bool = False,
     dtype: str = "auto",
     device: str = "auto",
+    zero_shot: str | None = None,
+    labels: list[str] | str | None = None,
+    zero_shot_options: Any = None,
+    max_length: int = 256,
 ) -> list[dict[str, Any]]:
     """Label and class probabilities for each text, in input order, with the model on
     `device` in `dtype` (`models.precision`).
 
+    With `zero_shot` ("choice" or "likelihood"), `run_dir` is a decoder (a model name or a
+    causal_lm run) that picks one of `labels` for each text from a prompt, untrained
+    (`recipes.zero_shot.predict_zero_shot`; choice mode gives no probabilities).
+
     Raises:
         TunelabError: no texts, a bad batch size, or a folder that is no classification run.
     """
+    if zero_shot is not None:
+        from tunelab.recipes.zero_shot import predict_zero_shot
+
+        if batch_size < 1:
+            raise TunelabError(f"--batch-size must be at least 1, got {batch_size}")
+        return predict_zero_shot(
+            str(run_dir),
+            texts,
+            labels,
+            zero_shot,
+            zero_shot_options,
+            batch_size,
+            max_length,
+            quiet,
+            dtype,
+            device,
+        )
     if not texts:
         raise TunelabError("no texts to classify: pass TEXT arguments or --file")
     if batch_size < 1:

@@ -166,32 +166,37 @@ class Guide:
             raise TunelabError(_why(c.kind, m.get_error()))
         return m
 
-    def mask(self, logits, matchers: list):
-        """`logits` (rows, vocab) with every constrained row's forbidden tokens at -inf; rows
-        whose matcher is None come back untouched. One bitmask for all rows, filled in
-        parallel; a new tensor when anything is masked."""
+    def allowed(self, matchers: list, vocab: int, device):
+        """(rows, vocab) bool, True where a token is allowed: every token of a row whose
+        matcher is None, the constraint's next tokens otherwise; None when no row is
+        constrained. One bitmask for all rows, filled in parallel by llguidance."""
         rows = [i for i, m in enumerate(matchers) if m is not None]
         if not rows:
-            return logits
+            return None
         import numpy as np
         import torch
         from llguidance.numpy import fill_next_token_bitmask_par
 
-        vocab = logits.shape[-1]
         bits = np.full((len(rows), (self._tok.vocab_size + 31) // 32), -1, dtype=np.int32)
         fill_next_token_bitmask_par(
             self._executor, [(matchers[i], k) for k, i in enumerate(rows)], bits
         )
-        words = torch.from_numpy(bits).to(logits.device)  # (constrained rows, vocab / 32)
-        shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
-        allowed = ((words.unsqueeze(-1) >> shifts) & 1).bool().view(len(rows), -1)
-        allowed = allowed[:, :vocab]
-        if allowed.shape[1] < vocab:  # a head wider than the tokenizer: the rest is forbidden
-            allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]))
-        idx = torch.tensor(rows, device=logits.device)
-        out = logits.clone()
-        out[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+        words = torch.from_numpy(bits).to(device)  # (constrained rows, vocab / 32)
+        shifts = torch.arange(32, dtype=torch.int32, device=device)
+        some = ((words.unsqueeze(-1) >> shifts) & 1).bool().view(len(rows), -1)[:, :vocab]
+        if some.shape[1] < vocab:  # a head wider than the tokenizer: the rest is forbidden
+            some = torch.nn.functional.pad(some, (0, vocab - some.shape[1]))
+        if len(rows) == len(matchers):
+            return some
+        out = torch.ones(len(matchers), vocab, dtype=torch.bool, device=device)
+        out[torch.tensor(rows, device=device)] = some
         return out
+
+    def mask(self, logits, matchers: list):
+        """`logits` (rows, vocab) with every constrained row's forbidden tokens at -inf; rows
+        whose matcher is None come back untouched; a new tensor when anything is masked."""
+        allowed = self.allowed(matchers, logits.shape[-1], logits.device)
+        return logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
 
     @staticmethod
     def advance(matchers: list, tokens: list[int]) -> list[bool]:

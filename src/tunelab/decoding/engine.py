@@ -29,8 +29,11 @@ Speed (SmolLM2-135M fp32, measured in CPU time on the shared 2-core machine, 1 t
 Other precisions (`--dtype`, applied when the model is opened: `compress.precision`) run the
 model's own head; int8 weights make batch 1 3.16x generate() fp32, packed bf16 batch 16 3.27x
 (docs/generation.md has the profile, every mode's speed and its quality cost, and the
-end-to-end benchmark). Constrained rows get their logits masked by `constraints.Guide` for the
-whole step at once; rows asking for logprobs get them from `logprobs.attach` (raw logits).
+end-to-end benchmark). Constrained rows get one allowed-token mask for the whole step from
+`constraints.Guide`; greedy ones keep the bf16 screen (argmax among the allowed tokens, exact),
+which took constrained fp32 decoding from 0.81-0.84x to 0.97-1.0x of the free rate at the
+same lengths (bench/constrained_overhead.py); rows asking for logprobs get them from
+`logprobs.attach` (raw logits).
 """
 
 from __future__ import annotations
@@ -367,7 +370,9 @@ class Engine:
     # ------------------------------------------------------------------ token choice
     def _advance(self, rows: list[_Row], last: torch.Tensor) -> list[StepEvent]:
         if self.base is not None and all(plain_greedy(r.req.opts) for r in rows):
-            tokens = greedy_head(self.head_weight).argmax(last).tolist()
+            matchers = [r.matcher for r in rows]
+            allowed = self.guide.allowed(matchers, self.head_weight.shape[0], last.device)
+            tokens = greedy_head(self.head_weight).argmax(last, allowed).tolist()
         else:
             opts, hist = [r.req.opts for r in rows], [r.history for r in rows]
             logits = self.guide.mask(self._logits(last), [r.matcher for r in rows])
@@ -387,8 +392,8 @@ class Engine:
 
 
 def plain_greedy(o: DecodingOptions) -> bool:
-    plain = o.repetition_penalty == 1.0 and not o.no_repeat_ngram_size and o.constraint is None
-    return is_greedy(o) and plain
+    """Greedy on the raw logits (a constraint only masks them): GreedyHead's exact argmax."""
+    return is_greedy(o) and o.repetition_penalty == 1.0 and not o.no_repeat_ngram_size
 
 
 def _trim_cross(cache, source: int):

@@ -42,8 +42,10 @@ class GreedyHead:
         self.rel = 2 * U + U * U + 2 * n * 2.0**-24
         self.row_norms = w.float().norm(dim=1)  # (vocab,)
 
-    def argmax(self, h: torch.Tensor) -> torch.Tensor:
-        """h: (batch, hidden) fp32 -> (batch,) int64 token ids."""
+    def argmax(self, h: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """h: (batch, hidden) fp32 -> (batch,) int64 token ids; with `allowed` ((batch, vocab)
+        bool, constrained decoding's mask) the argmax among the allowed tokens only, as
+        `F.linear(h, weight).masked_fill(~allowed, -inf).argmax(-1)`."""
         h16 = h.to(torch.bfloat16)
         if self.w16_packed is not None:
             approx = packed_linear(h16, self.w16_packed).float()  # (batch, vocab)
@@ -55,10 +57,16 @@ class GreedyHead:
             .add_(self.row_norms[None, :] * (self.rel * h.float().norm(dim=1, keepdim=True)))
         )
         upper = approx + bound
-        best_lower = (approx - bound).max(dim=-1, keepdim=True).values
+        lower = approx.sub_(bound)
+        if allowed is not None:  # a forbidden token can be neither a candidate nor the bar
+            upper.masked_fill_(~allowed, float("-inf"))
+            lower.masked_fill_(~allowed, float("-inf"))
+        best_lower = lower.max(dim=-1, keepdim=True).values
         k = int((upper >= best_lower).sum(-1).max())
         idx = torch.topk(upper, k, dim=-1).indices.sort(dim=-1).values  # (batch, k), by id
         exact = torch.bmm(self.weight[idx], h.unsqueeze(-1)).squeeze(-1)  # (batch, k)
+        if allowed is not None:  # rows with fewer than k candidates took forbidden ones
+            exact.masked_fill_(~allowed.gather(1, idx), float("-inf"))
         return idx.gather(1, exact.argmax(-1, keepdim=True)).squeeze(1)
 
 

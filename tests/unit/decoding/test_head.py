@@ -35,3 +35,24 @@ def test_cached_head_follows_in_place_weight_updates():
         weight.mul_(-1)  # an optimizer step changes the weights in place
     assert greedy_head(weight) is not first
     assert torch.equal(greedy_head(weight).argmax(h), F.linear(h, weight).argmax(-1))
+
+
+def test_argmax_among_allowed_tokens_equals_masked_fp32_argmax():
+    """Constrained greedy keeps the screen: with a mask, the winner is the fp32 argmax of the
+    allowed tokens, also for rows allowing fewer tokens than another row's candidates, and for
+    unconstrained rows (all True) in the same batch."""
+    torch.manual_seed(3)
+    weight = torch.randn(500, 32)
+    h = torch.randn(6, 32)
+    allowed = torch.rand(6, 500) < 0.3
+    allowed[0] = True  # an unconstrained row
+    allowed[1] = False
+    allowed[1, [7, 499]] = True  # only two tokens allowed
+    allowed[2] = False
+    allowed[2, 123] = True  # exactly one
+    want = F.linear(h, weight).masked_fill(~allowed, float("-inf")).argmax(-1)
+    got = GreedyHead(weight).argmax(h, allowed)
+    assert torch.equal(got, want)
+    assert got[2].item() == 123
+    assert got[1].item() in (7, 499)
+    assert torch.equal(GreedyHead(weight).argmax(h, None), F.linear(h, weight).argmax(-1))

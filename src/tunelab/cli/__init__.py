@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from tunelab.errors import TunelabError
@@ -46,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RANK_ERROR_ENV = "TUNELAB_RANK_ERROR"
+"""A file `--nproc`'s launcher gives its ranks: rank 0 writes its one-line error there, so
+the launcher can tell a mistake in the command from a rank that died."""
+
+
+def _tell_launcher(message: str) -> None:
+    path = os.environ.get(RANK_ERROR_ENV)
+    if path and os.environ.get("RANK", "0") == "0":
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -60,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(VERBS[a.verb]).run(a)
     except TunelabError as exc:
         print(f"tunelab: error: {exc}", file=sys.stderr)
+        _tell_launcher(str(exc))
         return 2
     except KeyboardInterrupt:
         print("tunelab: interrupted (a finetune continues with --resume)", file=sys.stderr)

@@ -6,6 +6,8 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from tunelab.cli.flags import ALIASES, FLAGS, add_option_sections, add_short_forms, verb_parser
 from tunelab.config.finetune import SECTIONS, Config
@@ -96,7 +98,15 @@ def relaunch(verb: str, a: argparse.Namespace, check=None) -> bool:
         raise TunelabError("--nproc launches torchrun itself: drop it when running under torchrun")
     if check is not None:
         check()
-    code = subprocess.run(torchrun_command(verb, a, nproc)).returncode
+    from tunelab.cli import RANK_ERROR_ENV
+
+    with tempfile.TemporaryDirectory(prefix="tunelab-launch-") as tmp:
+        told = Path(tmp) / "rank0-error"
+        env = {**os.environ, RANK_ERROR_ENV: str(told)}
+        code = subprocess.run(torchrun_command(verb, a, nproc), env=env).returncode
+        error = told.read_text(encoding="utf-8") if told.exists() else ""
+    if code != 0 and error:  # a mistake in the command, printed by the ranks: not a dead rank
+        raise TunelabError(f"the {nproc}-process run stopped on the error above: {error}")
     if code != 0:
         raise TunelabError(
             f"a rank of the {nproc}-process run failed (torchrun exit code {code}, its error is "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import copy
 import os
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -272,14 +273,45 @@ def wrap(model: nn.Module, ctx: DistContext) -> Wrapped:
         return Wrapped(ddp, model)
     from torch.distributed.fsdp import fully_shard
 
+    _check_shardable(model, ctx.world)
     with torch.no_grad():  # DDP does this itself; fully_shard trusts every rank's copy
         for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t.data, src=0)
+            if type(t.data) is torch.Tensor:  # a quantized base (QLoRA's NF4) cannot be
+                dist.broadcast(t.data, src=0)  # sent; every rank made it from the same file
     skeleton = _skeleton(model) if ctx.main else None
     for block in _blocks(model):
         fully_shard(block)
     fully_shard(model)
     return Wrapped(model, model, skeleton)
+
+
+def _check_shardable(model: nn.Module, world: int) -> None:
+    """FSDP2 splits a tensor subclass (QLoRA's NF4 weights) with the subclass's own split,
+    which torchao allows only when the rows and every inner tensor (codes, block scales,
+    their scale groups) divide by the number of processes: SmolLM2's do at 2 ranks, a
+    32-wide toy's do not. Refused in one line before anything is sharded.
+
+    Raises:
+        TunelabError: a quantized weight that cannot be split `world` ways.
+    """
+    import torch
+
+    for name, p in model.named_parameters():
+        t = p.data
+        if type(t) is torch.Tensor or not hasattr(t, "__tensor_flatten__"):
+            continue
+        # torchao names the inner tensors its split divides (not the scalar mean, nor the
+        # 16-value code book); another subclass: every inner tensor of more than one value
+        split = getattr(
+            sys.modules.get(type(t).__module__), "_INNER_TENSOR_NAMES_FOR_SHARDING", None
+        )
+        names = split or [n for n in t.__tensor_flatten__()[0] if getattr(t, n).numel() > 1]
+        if t.shape[0] % world or any(getattr(t, n).numel() % world for n in names):
+            raise TunelabError(
+                f"--distributed fsdp cannot split the 4-bit weight {name} {tuple(t.shape)} "
+                f"across {world} processes (its quantization blocks do not divide by "
+                f"{world}): use --distributed ddp, or another --nproc"
+            )
 
 
 @dataclass

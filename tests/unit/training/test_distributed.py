@@ -8,6 +8,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,9 +137,18 @@ def test_a_failed_rank_ends_as_one_line_naming_resume(monkeypatch):
     from tunelab.cli.finetune import relaunch
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 1))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, env: subprocess.CompletedProcess(cmd, 1))
     with pytest.raises(TunelabError, match="rerun the same command with --resume"):
         relaunch("finetune", _namespace(nproc=2))
+
+    def rank0_refuses(cmd, env):  # what cli.main does on rank 0 for a TunelabError
+        Path(env["TUNELAB_RANK_ERROR"]).write_text("unknown --strategy 'x'")
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(subprocess, "run", rank0_refuses)
+    with pytest.raises(TunelabError) as exc:
+        relaunch("finetune", _namespace(nproc=2))
+    assert str(exc.value) == "the 2-process run stopped on the error above: unknown --strategy 'x'"
     assert relaunch("finetune", _namespace(nproc=1)) is False  # one process: in this one
     with pytest.raises(TunelabError, match="--nproc must be at least 1"):
         relaunch("finetune", _namespace(nproc=0))
@@ -152,7 +162,7 @@ def test_nproc_refuses_a_strategy_before_starting_any_process(monkeypatch, capsy
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     started = []
-    monkeypatch.setattr(subprocess, "run", lambda cmd: started.append(cmd))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: started.append(cmd))
     assert main(["finetune", "--strategy", "gradual", "--nproc", "2"]) == 2
     assert "strategy gradual cannot run on many processes (--nproc)" in capsys.readouterr().err
     assert not started

@@ -47,15 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RANK_ERROR_ENV = "TUNELAB_RANK_ERROR"
-"""A file `--nproc`'s launcher gives its ranks: rank 0 writes its one-line error there, so
-the launcher can tell a mistake in the command from a rank that died."""
+RANK_ERROR_ENV = "TUNELAB_RANK_ERRORS"
+"""A folder `--nproc`'s launcher gives its ranks: a rank that stops on a TunelabError writes
+its one-line error there (file `rank<R>`) before exiting, so the launcher can tell a mistake
+in the command from a rank that died. Every rank writes: the first to exit may get the others
+killed by torchrun before they could."""
 
 
 def _tell_launcher(message: str) -> None:
-    path = os.environ.get(RANK_ERROR_ENV)
-    if path and os.environ.get("RANK", "0") == "0":
-        with open(path, "w", encoding="utf-8") as f:
+    folder = os.environ.get(RANK_ERROR_ENV)
+    if folder:
+        with open(os.path.join(folder, f"rank{os.environ.get('RANK', '0')}"), "w") as f:
             f.write(message)
 
 

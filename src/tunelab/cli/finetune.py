@@ -101,10 +101,10 @@ def relaunch(verb: str, a: argparse.Namespace, check=None) -> bool:
     from tunelab.cli import RANK_ERROR_ENV
 
     with tempfile.TemporaryDirectory(prefix="tunelab-launch-") as tmp:
-        told = Path(tmp) / "rank0-error"
-        env = {**os.environ, RANK_ERROR_ENV: str(told)}
+        env = {**os.environ, RANK_ERROR_ENV: tmp}
         code = subprocess.run(torchrun_command(verb, a, nproc), env=env).returncode
-        error = told.read_text(encoding="utf-8") if told.exists() else ""
+        told = sorted(Path(tmp).glob("rank*"))  # the ranks' own one-line errors
+        error = told[0].read_text() if told else ""
     if code != 0 and error:  # a mistake in the command, printed by the ranks: not a dead rank
         raise TunelabError(f"the {nproc}-process run stopped on the error above: {error}")
     if code != 0:

@@ -25,13 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.training.distributed import (
-    DistContext,
-    Wrapped,
-    barrier,
-    load_sharded,
-    save_sharded,
-)
+from tunelab.training.distributed import DistContext, barrier
+from tunelab.training.sharding import Wrapped, load_sharded, save_sharded
 
 SHARDED_DIR = "sharded"
 

@@ -7,9 +7,10 @@ that `--resume` continues from (mid-epoch, skipping the batches already seen), a
 and a JSONL metrics log.
 
 Under torchrun (`--nproc N`) the same loop runs on every rank through `training/distributed.py`
-(DDP or FSDP2 instead of accelerate): each rank trains its slice of every global batch
-(`--train.batch_size` is per process), logged losses are averaged over ranks, and only rank 0
-draws the bar, writes log.jsonl and best.safetensors and calls the trackers.
+(the process group) and `training/sharding.py` (DDP or FSDP2 instead of accelerate): each
+rank trains its slice of every global batch (`--train.batch_size` is per process), logged
+losses are averaged over ranks, and only rank 0 draws the bar, writes log.jsonl and
+best.safetensors and calls the trackers.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from tunelab.errors import TunelabError
 from tunelab.evaluation.metrics import lower_is_better, metric_value
-from tunelab.training import distributed
+from tunelab.training import distributed, sharding
 from tunelab.training.checkpoint import (
     load_checkpoint,
     load_checkpoint_ranks,
@@ -150,7 +151,7 @@ def _optimizer(model: nn.Module, cfg: TrainOptions, param_groups: GroupsFn | Non
 
 def _accelerate_engine(
     model: nn.Module, cfg: TrainOptions, mixed: str, param_groups: GroupsFn | None
-) -> distributed.Engine:
+) -> sharding.Engine:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -182,7 +183,7 @@ def _accelerate_engine(
         scaler.step(optimizer)
         scaler.update()
 
-    return distributed.Engine(
+    return sharding.Engine(
         model,
         accel.unwrap_model(model),
         optimizer,
@@ -254,7 +255,7 @@ def train(
     if ctx is None:
         eng = _accelerate_engine(model, cfg, mixed, param_groups)
     else:
-        eng = distributed.engine(model, mixed, ctx, lambda m: _optimizer(m, cfg, param_groups))
+        eng = sharding.engine(model, mixed, ctx, lambda m: _optimizer(m, cfg, param_groups))
     model, optimizer, inner = eng.model, eng.optimizer, eng.inner
     # what checkpoints hold: every parameter the optimizer may update, also ones that a
     # strategy's hook has not unfrozen yet (so keep-best and resume restore a consistent model)
@@ -306,7 +307,7 @@ def train(
         if ctx is None:
             save_weights(inner, best_path, tracked)
             return
-        state = distributed.full_state(eng.wrapped, ctx, tracked)  # collective under FSDP
+        state = sharding.full_state(eng.wrapped, ctx, tracked)  # collective under FSDP
         if main:
             save_tensors(state, best_path)
 
@@ -419,7 +420,7 @@ def train(
             st.epoch, st.batch = epoch + 1, 0
     bar.close()
     seconds = time.perf_counter() - t0
-    final = inner if ctx is None else distributed.final_model(eng.wrapped, ctx)
+    final = inner if ctx is None else sharding.final_model(eng.wrapped, ctx)
     if final is not None and cfg.keep_best and evaluate is not None and best_path.is_file():
         load_weights(final, best_path)
     return LoopResult(

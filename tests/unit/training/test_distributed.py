@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tunelab.errors import TunelabError
-from tunelab.training import distributed
+from tunelab.training import distributed, sharding
 from tunelab.training.loop import plan_steps
 from tunelab.training.options import TrainOptions
 
@@ -93,11 +93,11 @@ def test_the_fsdp_skeleton_costs_no_memory_and_refills_with_tied_weights():
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg).eval()
-    skeleton = distributed._skeleton(model)
+    skeleton = sharding._skeleton(model)
     assert all(p.device.type == "meta" for p in skeleton.parameters())
-    assert len(distributed._blocks(model)) == 2  # the decoder layers, not the embeddings
+    assert len(sharding._blocks(model)) == 2  # the decoder layers, not the embeddings
     full = {k: v.clone() for k, v in model.state_dict().items()}
-    plain = distributed.materialize(skeleton, full).eval()
+    plain = sharding.materialize(skeleton, full).eval()
     assert plain.lm_head.weight is plain.model.embed_tokens.weight  # still tied
     ids = torch.tensor([[1, 5, 7, 9]])
     torch.testing.assert_close(plain(input_ids=ids).logits, model(input_ids=ids).logits)
@@ -141,8 +141,8 @@ def test_a_failed_rank_ends_as_one_line_naming_resume(monkeypatch):
     with pytest.raises(TunelabError, match="rerun the same command with --resume"):
         relaunch("finetune", _namespace(nproc=2))
 
-    def rank0_refuses(cmd, env):  # what cli.main does on rank 0 for a TunelabError
-        Path(env["TUNELAB_RANK_ERROR"]).write_text("unknown --strategy 'x'")
+    def rank0_refuses(cmd, env):  # what cli.main does on a rank for a TunelabError
+        (Path(env["TUNELAB_RANK_ERRORS"]) / "rank1").write_text("unknown --strategy 'x'")
         return subprocess.CompletedProcess(cmd, 1)
 
     monkeypatch.setattr(subprocess, "run", rank0_refuses)

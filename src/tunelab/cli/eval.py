@@ -137,32 +137,7 @@ def run(a: argparse.Namespace) -> None:
     check_zero_shot_flags(a)
     from tunelab import api
 
-    if a.zero_shot is not None:
-        from tunelab.evaluation.baselines import format_baselines
-        from tunelab.evaluation.metrics import format_metrics_table
-
-        m = api.evaluate_run(
-            a.run,
-            a.data,
-            a.text_column,
-            a.label_column,
-            a.batch_size,
-            dtype=a.dtype,
-            device=a.device,
-            zero_shot=a.zero_shot,
-            zero_shot_options=zero_shot_options(a),
-            limit=a.limit,
-            max_length=a.max_length,
-        )
-        print(format_metrics_table(m))
-        print(
-            f"\nzero-shot ({a.zero_shot}): {m['n']} texts in {m['seconds']:.1f} s "
-            f"({m['ms_per_example']:.1f} ms each), {m['invalid']} answers were no label"
-        )
-        block = format_baselines(m, m, split="eval")
-        if block:
-            print("\n" + block)
-    elif api.is_generative(a.run):
+    if a.zero_shot is None and api.is_generative(a.run):
         m = api.evaluate_generative(
             a.run,
             a.data,
@@ -176,10 +151,18 @@ def run(a: argparse.Namespace) -> None:
             device=a.device,
         )
         print(api.format_generation_report(m))
-    else:
+    else:  # a classifier run, or a decoder labelling each text zero-shot
         from tunelab.evaluation.baselines import format_baselines
         from tunelab.evaluation.metrics import format_metrics_table
 
+        zero_shot = {}
+        if a.zero_shot is not None:
+            zero_shot = dict(
+                zero_shot=a.zero_shot,
+                zero_shot_options=zero_shot_options(a),
+                limit=a.limit,
+                max_length=a.max_length,
+            )
         m = api.evaluate_run(
             a.run,
             a.data,
@@ -188,8 +171,14 @@ def run(a: argparse.Namespace) -> None:
             a.batch_size,
             dtype=a.dtype,
             device=a.device,
+            **zero_shot,
         )
         print(format_metrics_table(m))
+        if a.zero_shot is not None:
+            print(
+                f"\nzero-shot ({a.zero_shot}): {m['n']} texts in {m['seconds']:.1f} s "
+                f"({m['ms_per_example']:.1f} ms each), {m['invalid']} answers were no label"
+            )
         block = format_baselines(m, m, split="eval")
         if block:
             print("\n" + block)

@@ -25,11 +25,10 @@ DESCRIPTION = (
 USAGE = "tunelab finetune [CONFIG] [--strategy NAME] [--section.key VALUE ...]"
 
 
-def add_parser(sub) -> None:
+def add_strategy_and_task(p: argparse.ArgumentParser) -> None:
+    """--strategy and --task, as finetune and sweep take them."""
     from tunelab.strategies import STRATEGIES
 
-    p = verb_parser(sub, "finetune", HELP, DESCRIPTION, USAGE)
-    p.add_argument("config", nargs="?", help="YAML config file (see configs/)")
     p.add_argument(
         "--strategy",
         dest="strategy",
@@ -42,6 +41,12 @@ def add_parser(sub) -> None:
         default=argparse.SUPPRESS,
         help=field_docs(Config)["task"] + " (default: classification)",
     )
+
+
+def add_parser(sub) -> None:
+    p = verb_parser(sub, "finetune", HELP, DESCRIPTION, USAGE)
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/)")
+    add_strategy_and_task(p)
     add_short_forms(p, ALIASES, FLAGS)
     add_nproc(p)
     add_option_sections(p, SECTIONS, "options")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from tunelab.cli.finetune import add_strategy_and_task
 from tunelab.cli.flags import ALIASES, FLAGS, add_option_sections, add_short_forms, verb_parser
-from tunelab.config.finetune import SECTIONS, Config
-from tunelab.config.parse import field_docs
+from tunelab.config.finetune import SECTIONS
 
 HELP = "search fine-tuning hyper-parameters (Optuna TPE + median pruning; trials are run folders)"
 DESCRIPTION = (
@@ -32,8 +32,6 @@ SWEEP_FLAGS = {k: v for k, v in FLAGS.items() if k != "--resume"}
 
 
 def add_parser(sub) -> None:
-    from tunelab.strategies import STRATEGIES
-
     p = verb_parser(sub, "sweep", HELP, DESCRIPTION, USAGE)
     p.add_argument("config", nargs="?", help="YAML config file of the base run (see configs/)")
     g = p.add_argument_group("sweep")
@@ -52,18 +50,7 @@ def add_parser(sub) -> None:
         help="the sweep's folder under --output and its study (default: "
         "sweep-MODEL-STRATEGY-HASH of the config and space, so the same command resumes it)",
     )
-    p.add_argument(
-        "--strategy",
-        dest="strategy",
-        default=argparse.SUPPRESS,
-        help=f"fine-tuning strategy: {', '.join(STRATEGIES)} (default: full)",
-    )
-    p.add_argument(
-        "--task",
-        dest="task",
-        default=argparse.SUPPRESS,
-        help=field_docs(Config)["task"] + " (default: classification)",
-    )
+    add_strategy_and_task(p)
     add_short_forms(p, SWEEP_ALIASES, SWEEP_FLAGS)
     add_option_sections(p, SECTIONS, "options")
 

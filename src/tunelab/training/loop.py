@@ -176,13 +176,6 @@ def _accelerate_engine(
             scaler.unscale_(optimizer)
         return accel.clip_grad_norm_(model.parameters(), max_norm)
 
-    def step() -> None:
-        if scaler is None:
-            optimizer.step()
-            return
-        scaler.step(optimizer)
-        scaler.update()
-
     return sharding.Engine(
         model,
         accel.unwrap_model(model),
@@ -191,7 +184,7 @@ def _accelerate_engine(
         (lambda: torch.autocast("cpu", dtype=torch.float16)) if cpu_fp16 else nullcontext,
         backward,
         clip,
-        step,
+        sharding.optimizer_step(optimizer, scaler),
         lambda skip: nullcontext(),
     )
 

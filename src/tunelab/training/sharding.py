@@ -142,6 +142,19 @@ def _check_shardable(model: nn.Module, world: int) -> None:
             )
 
 
+def optimizer_step(optimizer, scaler) -> Callable[[], None]:
+    """One optimizer step, through the GradScaler (fp16) when there is one."""
+
+    def step() -> None:
+        if scaler is None:
+            optimizer.step()
+            return
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
 @dataclass
 class Engine:
     """How one step runs: accelerate in one process, torch.distributed on many ranks."""
@@ -195,13 +208,6 @@ def engine(
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
         return norm
 
-    def step() -> None:
-        if scaler is None:
-            optimizer.step()
-            return
-        scaler.step(optimizer)
-        scaler.update()
-
     def no_sync(skip: bool):
         if ctx.sharded:
             w.model.set_requires_gradient_sync(not skip)
@@ -216,7 +222,7 @@ def engine(
         (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype else nullcontext,
         backward,
         clip,
-        step,
+        optimizer_step(optimizer, scaler),
         no_sync,
         w,
     )

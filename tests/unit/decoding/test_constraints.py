@@ -5,12 +5,12 @@ enforced is refused with one line."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 
 import pytest
 
+from tests.unit.decoding.constrained_cases import DATE, GRAMMAR, SCHEMA, valid
 from tunelab.decoding import DecodingOptions, generate
 from tunelab.decoding.constraints import INSTALL, Constraint, check
 from tunelab.errors import TunelabError
@@ -18,22 +18,8 @@ from tunelab.errors import TunelabError
 pytest.importorskip("llguidance")
 jsonschema = pytest.importorskip("jsonschema")
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 8},
-        "age": {"type": "integer", "minimum": 0, "maximum": 99},
-        "tags": {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "maxItems": 3},
-        "ok": {"type": "boolean"},
-    },
-    "required": ["name", "age", "ok"],
-    "additionalProperties": False,
-}
-DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 ANSWER = r"(yes|no|maybe)( [a-z]{1,5}){0,3}\."
 CHOICES = ["positive", "negative", "neutral", 'say "hi"\n']
-GRAMMAR = 'start: greet " " NAME "!"\ngreet: "hello" | "hi"\nNAME: /[a-z]{1,6}/\n'
-GRAMMAR_RE = r"(hello|hi) [a-z]{1,6}!"
 CORPUS = [
     '{"name": "bob", "age": 42, "ok": true, "tags": ["red", "blue"]}',
     "the quick brown fox jumps over the lazy dog 2024-01-31",
@@ -102,23 +88,7 @@ PROMPTS = [
 
 
 def _valid(kind: str, text: str) -> bool:
-    if kind == "choice":
-        return text in CHOICES
-    if kind == "regex":
-        return re.fullmatch(DATE, text) is not None
-    if kind == "grammar":
-        return re.fullmatch(GRAMMAR_RE, text) is not None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    if kind == "json_object":
-        return isinstance(value, dict)
-    try:
-        jsonschema.validate(value, SCHEMA)
-    except jsonschema.ValidationError:
-        return False
-    return True
+    return valid(kind, text, CHOICES)
 
 
 CONSTRAINTS = {

@@ -17,26 +17,13 @@ import time
 
 import pytest
 
+from tests.unit.decoding.constrained_cases import DATE, GRAMMAR, GRAMMAR_RE, SCHEMA, valid
 from tests.unit.serve.bpe_served import bpe_served
 
 pytest.importorskip("llguidance")
 jsonschema = pytest.importorskip("jsonschema")
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 8},
-        "age": {"type": "integer", "minimum": 0, "maximum": 99},
-        "tags": {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "maxItems": 3},
-        "ok": {"type": "boolean"},
-    },
-    "required": ["name", "age", "ok"],
-    "additionalProperties": False,
-}
-DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 CHOICES = ["positive", "negative", "neutral"]
-GRAMMAR = 'start: greet " " NAME "!"\ngreet: "hello" | "hi"\nNAME: /[a-z]{1,6}/\n'
-GRAMMAR_RE = r"(hello|hi) [a-z]{1,6}!"
 PROMPTS = [
     "the quick",
     "give me json",
@@ -72,23 +59,7 @@ SPELLINGS = [
 
 
 def _valid(kind: str, text: str) -> bool:
-    if kind == "choice":
-        return text in CHOICES
-    if kind == "regex":
-        return re.fullmatch(DATE, text) is not None
-    if kind == "grammar":
-        return re.fullmatch(GRAMMAR_RE, text) is not None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    if kind == "json_object":
-        return isinstance(value, dict)
-    try:
-        jsonschema.validate(value, SCHEMA)
-    except jsonschema.ValidationError:
-        return False
-    return True
+    return valid(kind, text, CHOICES)
 
 
 @pytest.fixture(scope="module")

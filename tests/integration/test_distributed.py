@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import build_tokenizer, tiny_config, toy_examples, write_csv
+from tests.unit.serve.live import free_port
 from tunelab.cli import main
 
 STEPS = 6
@@ -164,12 +164,6 @@ def test_qlora_under_fsdp_shards_the_4bit_base_where_its_blocks_divide(job, tmp_
     assert [p["score"] for p in preds] == pytest.approx([p["score"] for p in ref], abs=1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_that_dies(local_rank: int, port: int, argv: list[str]) -> None:
     """One rank of a 2-process run (spawned); rank 0 dies right after the first checkpoint."""
     os.environ.update(
@@ -198,7 +192,7 @@ def test_a_run_whose_rank_died_resumes_to_the_same_weights(job):
     whole = _run(job, "fsdp", "--nproc", "2", "--distributed", "fsdp")
     argv = [*_flags(job, "killed", 4), "--distributed", "fsdp"]
     with pytest.raises(mp.ProcessExitedException):
-        mp.spawn(_rank_that_dies, args=(_free_port(), argv), nprocs=2, join=True)
+        mp.spawn(_rank_that_dies, args=(free_port(), argv), nprocs=2, join=True)
     partial = job["out"] / ".killed.partial"
     assert json.loads((partial / "checkpoint" / "state.json").read_text())["step"] == 2
     assert not (job["out"] / "killed").exists()

@@ -4,12 +4,8 @@ in-flight request finish."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,12 +14,7 @@ import openai
 import pytest
 
 from tests.unit.serve.conftest import CHAT_TEMPLATE, KEY
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.unit.serve.live import start_serve
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +30,7 @@ def server(tiny_models, tmp_path_factory):
     tok.save_pretrained(folder)
     keys = tmp_path / "keys.txt"
     keys.write_text(f"tester {KEY}\n")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TUNELAB_API_KEYS": ""}
-    cmd = [sys.executable, "-m", "tunelab.cli", "serve", str(folder), "--port", str(port)]
-    cmd += ["--keys-file", str(keys), "--batch-window-ms", "2500", "--served-model-name", "tiny"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode()
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server did not become ready"
-        time.sleep(0.25)
+    proc, base = start_serve(folder, "--keys-file", str(keys), "--batch-window-ms", "2500")
     yield proc, base
     if proc.poll() is None:
         proc.kill()

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import threading
 import time
 
 import httpx
 import pytest
 
+from tests.unit.serve.live import free_port
 from tunelab.serve import ModelHolder, ServeSettings, create_app
 from tunelab.serve.auth import KeyChecker
 from tunelab.serve.masking import LOGGERS, MaskingFilter, remove_log_masking
 
 SECRETS = ("eve.secret@example.com", "4111 1111 1111 1111", "4111111111111111", "7946 0958")
 TEXT = "mail eve.secret@example.com, card 4111 1111 1111 1111, call +44 20 7946 0958"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _remove_masking() -> None:
@@ -46,7 +40,7 @@ def start_masked():
 
     def start(served, keys=None, **overrides):
         settings = ServeSettings(
-            port=_free_port(), mask_pii_in_logs=True, log_requests=True, **overrides
+            port=free_port(), mask_pii_in_logs=True, log_requests=True, **overrides
         )
         app = create_app(settings, ModelHolder.of(served), KeyChecker(keys or {}))
         server = make_server(app, settings, "info")

@@ -6,12 +6,12 @@ quotas and /metrics are shared by the replicas through the store."""
 from __future__ import annotations
 
 import builtins
-import socket
 import threading
 import time
 
 import pytest
 
+from tests.unit.serve.live import free_port
 from tunelab.errors import TunelabError
 from tunelab.serve import replicas
 from tunelab.serve.settings import ServeSettings
@@ -90,12 +90,6 @@ def ray_local():
     replicas.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait(what, until, timeout=60.0):
     """Poll `until()` until true (the autoscaler's pace is Ray's, not this machine's)."""
     end = time.monotonic() + timeout
@@ -109,7 +103,7 @@ def test_autoscales_1_to_2_and_back(ray_local, chat_decoder, tmp_path, monkeypat
 
     keys = tmp_path / "keys.txt"
     keys.write_text(f"load {KEY}\n")
-    port = _free_port()
+    port = free_port()
     settings = ServeSettings(
         port=port,
         keys_file=str(keys),

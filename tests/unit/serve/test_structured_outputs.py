@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
-import sys
-import time
 
 import pytest
 
@@ -307,32 +304,15 @@ def test_smollm2_server_outputs_are_valid(one_thread, client_for):
 def live_server(tmp_path_factory):
     """`tunelab serve` in a subprocess on the tiny BPE model (saved: no head bias, so only
     bounded schemas are used against it), driven by the official openai client."""
-    import httpx
-
-    from tests.integration.test_serve_uvicorn import _free_port
     from tests.unit.decoding.test_constraints import tiny_bpe_lm
     from tests.unit.serve.conftest import CHAT_TEMPLATE
+    from tests.unit.serve.live import start_serve
 
     folder = tmp_path_factory.mktemp("live") / "tiny-bpe"
     _, tok = tiny_bpe_lm(folder)
     tok.chat_template = CHAT_TEMPLATE
     tok.save_pretrained(folder)
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TUNELAB_API_KEYS": ""}
-    cmd = [sys.executable, "-m", "tunelab.cli", "serve", str(folder), "--port", str(port)]
-    cmd += ["--served-model-name", "tiny"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode()
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server did not become ready"
-        time.sleep(0.25)
+    proc, base = start_serve(folder)
     yield base
     proc.terminate()
     try:

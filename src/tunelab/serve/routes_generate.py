@@ -200,7 +200,7 @@ class _Run:
 
     def _message(self, text: str, reason: str) -> tuple[dict, str]:
         """The chat message of a complete answer (a tool call when it is one), its reason."""
-        calls = parse_call(text, self.plan.names) if self.plan.calls else None
+        calls = parse_call(text, self.plan.names, self.plan.parallel) if self.plan.calls else None
         if calls:
             return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
         return {"role": "assistant", "content": text}, reason

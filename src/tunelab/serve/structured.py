@@ -21,9 +21,11 @@ tool_choice "auto" (the default when tools are sent) is not constrained: the too
 the prompt through the tokenizer's chat template (`apply_chat_template(..., tools=...)`, as
 the model was trained to see them) and the answer is a tool call only if the model wrote one
 (a JSON object with "name" and "arguments", bare or in <tool_call> tags, as Hermes-style
-templates ask); otherwise it is plain content. A small model rarely decides well: use
-"required" or a named function to force a valid call. "none" renders the tools and never
-parses a call. At most one call per choice (parallel_tool_calls is accepted, not used).
+templates ask); otherwise it is plain content. Several calls in one answer — one <tool_call>
+block each (Hermes, Qwen) or a JSON list of calls (Llama 3.x, SmolLM2's template) — become
+several `tool_calls`, as vLLM's parsers do; `parallel_tool_calls: false` keeps the first. A
+small model rarely decides well: use "required" or a named function to force a valid call
+(one call: the constraint is one object). "none" renders the tools and never parses a call.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Plan:
     """none, auto, required or named."""
     names: list[str] = field(default_factory=list)
     """Tool names a call may have."""
+    parallel: bool = True
+    """Several calls may answer (OpenAI's parallel_tool_calls)."""
 
     @property
     def calls(self) -> bool:
@@ -170,7 +174,8 @@ def _tools(body) -> Plan:
             _checked(Constraint.json_schema(t.function.parameters), "tools")
     dicts = [t.model_dump(exclude_none=True) for t in body.tools]
     mode = "auto" if choice is None else choice if isinstance(choice, str) else "named"
-    plan = Plan(tools=dicts, tool_mode=mode, names=names)
+    parallel = getattr(body, "parallel_tool_calls", None) is not False
+    plan = Plan(tools=dicts, tool_mode=mode, names=names, parallel=parallel)
     if mode in ("required", "named"):
         only = choice.function.name if mode == "named" else None
         if only is not None and only not in names:
@@ -220,26 +225,39 @@ def check_tokenizer(served, plan: Plan) -> None:
         raise APIError(400, f"{plan.param}: {exc}", param=plan.param) from None
 
 
-_TAGGED = re.compile(r"^\s*<tool_call>\s*(.*?)\s*(</tool_call>\s*)?$", re.S)
+_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 
 
-def parse_call(text: str, names: list[str]) -> list[dict] | None:
-    """OpenAI `tool_calls` if `text` is a call of one of `names` ({"name", "arguments"} JSON,
-    bare or in <tool_call> tags); None when it is not."""
-    m = _TAGGED.match(text)
-    raw = m.group(1) if m else text.strip()
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return None
+def _call(value: Any, names: list[str]) -> dict | None:
+    """One OpenAI tool call from {"name", "arguments" (or "parameters")}, else None."""
     if not isinstance(value, dict) or value.get("name") not in names:
         return None
     args = value.get("arguments", value.get("parameters"))
     if not isinstance(args, dict):
         return None
-    call_id = "call_" + uuid.uuid4().hex[:24]
     fn = {"name": value["name"], "arguments": json.dumps(args, ensure_ascii=False)}
-    return [{"id": call_id, "type": "function", "function": fn}]
+    return {"id": "call_" + uuid.uuid4().hex[:24], "type": "function", "function": fn}
+
+
+def parse_call(text: str, names: list[str], parallel: bool = True) -> list[dict] | None:
+    """OpenAI `tool_calls` if `text` is nothing but calls of `names`: JSON objects {"name",
+    "arguments"}, bare or in <tool_call> tags (one block per call, the last tag may be left
+    open), or a JSON list of them; None when it is anything else (then it is content). With
+    `parallel` False only the first call is kept."""
+    blocks = _BLOCK.findall(text)
+    if blocks and _BLOCK.sub("", text).strip():
+        return None  # prose beside the calls: the answer is content
+    values: list[Any] = []
+    for raw in blocks or [text.strip()]:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        values += value if isinstance(value, list) else [value]
+    calls = [_call(v, names) for v in values]
+    if not calls or any(c is None for c in calls):
+        return None
+    return calls if parallel else calls[:1]
 
 
 def template_message(m, content: str) -> dict[str, Any]:

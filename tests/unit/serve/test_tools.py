@@ -179,6 +179,41 @@ def test_parse_call():
     assert parse_call('{"name": "add", "arguments": "1"}', names) is None
 
 
+def test_parse_several_calls_as_templates_write_them():
+    """Hermes / Qwen write one <tool_call> block per call, Llama 3.x and SmolLM2 a JSON list:
+    both are several tool_calls, each with its own id; anything else beside them is content."""
+    names = ["add", "get_weather"]
+    add = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+    weather = '{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}'
+
+    def called(calls):
+        return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
+
+    both = [("add", {"a": 1, "b": 2}), ("get_weather", {"city": "Oslo", "unit": "c"})]
+    tagged = f"<tool_call>\n{add}\n</tool_call>\n<tool_call>\n{weather}\n</tool_call>"
+    assert called(parse_call(tagged, names)) == both
+    assert called(parse_call(f"<tool_call>{add}</tool_call><tool_call>{weather}", names)) == both
+    assert called(parse_call(f"[{add}, {weather}]", names)) == both
+    assert called(parse_call(f"<tool_call>[{add}, {weather}]</tool_call>", names)) == both
+    calls = parse_call(f"[{add}, {add}]", names)
+    assert len({c["id"] for c in calls}) == 2
+    assert called(parse_call(tagged, names, parallel=False)) == both[:1]
+    assert parse_call(f"Let me check. <tool_call>{add}</tool_call>", names) is None
+    assert parse_call(f'[{add}, {{"name": "sub", "arguments": {{}}}}]', names) is None
+    assert parse_call("[]", names) is None
+    assert parse_call("<tool_call>not json</tool_call>", names) is None
+
+
+def test_parallel_tool_calls_false_reaches_the_plan():
+    from tunelab.serve.schemas import ChatRequest
+    from tunelab.serve.structured import plan_for
+
+    msgs = [{"role": "user", "content": "hi"}]
+    body = {"model": "tiny", "messages": msgs, "tools": TOOLS}
+    assert plan_for(ChatRequest(**body), chat=True).parallel
+    assert not plan_for(ChatRequest(**body, parallel_tool_calls=False), chat=True).parallel
+
+
 def test_tool_messages_go_through_the_template(served, client):
     msgs = [
         {"role": "user", "content": "add 2 and 3"},

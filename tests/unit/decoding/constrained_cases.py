@@ -1,6 +1,6 @@
 """What constrained outputs must match, shared by the engine's tests (test_constraints.py) and
 the server's (serve/test_structured_outputs.py): a JSON schema, a date regex, a Lark grammar
-and the regex its language equals, and one validity check for every kind."""
+and the regex its language equals, prompts, and one validity check for every kind."""
 
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ SCHEMA = {
 DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 GRAMMAR = 'start: greet " " NAME "!"\ngreet: "hello" | "hi"\nNAME: /[a-z]{1,6}/\n'
 GRAMMAR_RE = r"(hello|hi) [a-z]{1,6}!"
+# prompts of every shape: words, a half-open JSON, a year, a question
+PROMPTS = [
+    "the quick",
+    "give me json",
+    "yes or no?",
+    "2024",
+    "hello",
+    "brown fox jumps",
+    '{"a":',
+    "over the lazy dog and more words here",
+]
 
 
 def valid(kind: str, text: str, choices: list[str]) -> bool:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.unit.decoding import constrained_cases
 from tests.unit.decoding.constrained_cases import DATE, GRAMMAR, SCHEMA, valid
 from tunelab.decoding import DecodingOptions, generate
 from tunelab.decoding.constraints import INSTALL, Constraint, check
@@ -75,16 +76,7 @@ def tiny_bpe_lm(folder=None, seed: int = 0, closer_bias: float = 0.0):
     return model.eval(), tok
 
 
-PROMPTS = [
-    "the quick",
-    "give me json",
-    "yes or no?",
-    "2024",
-    "hello",
-    "brown fox jumps",
-    '{"a":',
-    "over the lazy dog and more words here",
-] * 3
+PROMPTS = constrained_cases.PROMPTS * 3
 
 
 def _valid(kind: str, text: str) -> bool:

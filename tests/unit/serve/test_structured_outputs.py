@@ -14,23 +14,20 @@ import subprocess
 
 import pytest
 
-from tests.unit.decoding.constrained_cases import DATE, GRAMMAR, GRAMMAR_RE, SCHEMA, valid
+from tests.unit.decoding.constrained_cases import (
+    DATE,
+    GRAMMAR,
+    GRAMMAR_RE,
+    PROMPTS,
+    SCHEMA,
+    valid,
+)
 from tests.unit.serve.bpe_served import bpe_served
 
 pytest.importorskip("llguidance")
 jsonschema = pytest.importorskip("jsonschema")
 
 CHOICES = ["positive", "negative", "neutral"]
-PROMPTS = [
-    "the quick",
-    "give me json",
-    "yes or no?",
-    "2024",
-    "hello",
-    "brown fox jumps",
-    '{"a":',
-    "over the lazy dog and more words here",
-]
 # (name, request fields, kind judged by _valid)
 SPELLINGS = [
     (
